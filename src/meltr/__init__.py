@@ -1,0 +1,30 @@
+"""meltr: learning to fine-tune video-language foundation models with all of their losses.
+
+The public API: loss combiners (``MetaLossTransformer`` and friends), hypergradient estimators and the bi-level
+``AuxiliaryLearner`` (Algorithm 1 of MELTR).
+"""
+
+from meltr.combine import (
+    COMBINERS,
+    FixedWeights,
+    LearnedLinear,
+    LossCombiner,
+    MetaLossTransformer,
+    MLPCombiner,
+    build_combiner,
+)
+from meltr.contract import stack_task_losses
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COMBINERS",
+    "FixedWeights",
+    "LearnedLinear",
+    "LossCombiner",
+    "MLPCombiner",
+    "MetaLossTransformer",
+    "__version__",
+    "build_combiner",
+    "stack_task_losses",
+]
