@@ -14,17 +14,25 @@ from meltr.combine import (
     build_combiner,
 )
 from meltr.contract import stack_task_losses
+from meltr.hypergrad import BACKENDS, ESTIMATORS, build_estimator
+from meltr.learner import AuxiliaryLearner, NonFiniteLossWarning, StepStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BACKENDS",
     "COMBINERS",
+    "ESTIMATORS",
+    "AuxiliaryLearner",
     "FixedWeights",
     "LearnedLinear",
     "LossCombiner",
     "MLPCombiner",
     "MetaLossTransformer",
+    "NonFiniteLossWarning",
+    "StepStats",
     "__version__",
     "build_combiner",
+    "build_estimator",
     "stack_task_losses",
 ]

@@ -1,7 +1,14 @@
 """Loss combiners: task losses -> the one loss the model trains on."""
 
 from meltr.combine.base import COMBINERS, LossCombiner
-from meltr.combine.linear import TABLE7_SCHEMES, FixedWeights, LearnedLinear, equal_weight, manual, single_task
+from meltr.combine.linear import (
+    TABLE7_SCHEMES,
+    FixedWeights,
+    LearnedLinear,
+    equal_weight,
+    manual,
+    single_task,
+)
 from meltr.combine.meltr import MetaLossTransformer
 from meltr.combine.mlp import MLPCombiner
 

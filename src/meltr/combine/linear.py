@@ -11,11 +11,56 @@ from meltr.combine.base import COMBINERS, LossCombiner
 
 # The five manual schemes of Table 7 of MELTR (UniVL-style video captioning, primary task `decoder`).
 TABLE7_SCHEMES: dict[str, dict[str, float]] = {
-    "A": {"joint": 0, "m_joint": 0, "align": 0, "m_align": 0, "cmlm": 0, "cmfm": 0, "decoder": 1, "m_decoder": 0},
-    "B": {"joint": 0, "m_joint": 0, "align": 0, "m_align": 0, "cmlm": 0, "cmfm": 0, "decoder": 1, "m_decoder": 1},
-    "C": {"joint": 1, "m_joint": 1, "align": 1, "m_align": 1, "cmlm": 1, "cmfm": 1, "decoder": 1, "m_decoder": 1},
-    "D": {"joint": 1, "m_joint": 1, "align": 1, "m_align": 1, "cmlm": 1, "cmfm": 0, "decoder": 1, "m_decoder": 1},
-    "E": {"joint": 1, "m_joint": 1, "align": 1, "m_align": 1, "cmlm": 1, "cmfm": 0, "decoder": 8, "m_decoder": 8},
+    "A": {
+        "joint": 0,
+        "m_joint": 0,
+        "align": 0,
+        "m_align": 0,
+        "cmlm": 0,
+        "cmfm": 0,
+        "decoder": 1,
+        "m_decoder": 0,
+    },
+    "B": {
+        "joint": 0,
+        "m_joint": 0,
+        "align": 0,
+        "m_align": 0,
+        "cmlm": 0,
+        "cmfm": 0,
+        "decoder": 1,
+        "m_decoder": 1,
+    },
+    "C": {
+        "joint": 1,
+        "m_joint": 1,
+        "align": 1,
+        "m_align": 1,
+        "cmlm": 1,
+        "cmfm": 1,
+        "decoder": 1,
+        "m_decoder": 1,
+    },
+    "D": {
+        "joint": 1,
+        "m_joint": 1,
+        "align": 1,
+        "m_align": 1,
+        "cmlm": 1,
+        "cmfm": 0,
+        "decoder": 1,
+        "m_decoder": 1,
+    },
+    "E": {
+        "joint": 1,
+        "m_joint": 1,
+        "align": 1,
+        "m_align": 1,
+        "cmlm": 1,
+        "cmfm": 0,
+        "decoder": 8,
+        "m_decoder": 8,
+    },
 }
 
 
@@ -57,7 +102,7 @@ class FixedWeights(LossCombiner):
 @COMBINERS.register("single_task")
 def single_task(tasks: Sequence[str], primary_task: str | None = None) -> FixedWeights:
     """Fine-tune on the primary task's loss alone (the usual practice)."""
-    primary = tuple(tasks)[0] if primary_task is None else primary_task
+    primary = next(iter(tasks)) if primary_task is None else primary_task
     return FixedWeights(tasks, {primary: 1.0}, primary_task=primary)
 
 

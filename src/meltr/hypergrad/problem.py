@@ -1,0 +1,182 @@
+"""One meta step's bi-level problem, as the hypergradient estimators see it.
+
+Notation (MELTR Sec. 4.2): ``w`` the backbone parameters (restricted to a scope), ``phi`` the combiner's
+parameters, ``l(w; x)`` the stacked task losses, ``L_aux(w, phi) = M(l(w; x_train); phi)`` on a train-side batch and
+``L_pri(w, phi) = l_0(w; x_meta) + gamma * L_reg`` on a meta batch with ``L_reg = |M(l) - sum_t l_t|`` (Eq. 6-7). The
+implicit hypergradient (Eq. 9, with the direct term of the regulariser) is
+
+    dL_pri/dphi = d_phi L_pri - grad_w L_pri . H^-1 . grad_phi grad_w L_aux,    H = grad_w^2 L_aux.
+
+Estimators differ in how they approximate ``q = H^-1 grad_w L_pri``; every one of them ends with the mixed term
+``grad_phi <q, grad_w L_aux>``, computed by a :mod:`backend <meltr.hypergrad.backends>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from meltr.combine.base import LossCombiner
+from meltr.contract import stack_task_losses
+
+Params = list[Tensor]
+Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
+
+
+def _no_reduce(tensors: Sequence[Tensor]) -> list[Tensor]:
+    return list(tensors)
+
+
+def regulariser(combiner: LossCombiner, losses: Tensor) -> Tensor:
+    """``L_reg = |M(l) - sum_t l_t|`` (Eq. 6); for per-sample losses the mean over samples of the per-sample value."""
+    return (combiner.combine(losses) - losses.sum(-1)).abs().mean()
+
+
+def primary_objective(combiner: LossCombiner, losses: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``L_pri = l_0 + gamma * L_reg`` (Eq. 7). Returns ``(L_pri, l_0, L_reg)``."""
+    primary = losses[..., combiner.primary_index].mean()
+    if gamma == 0:
+        reg = torch.zeros((), dtype=losses.dtype, device=losses.device)
+        return primary, primary, reg
+    reg = regulariser(combiner, losses)
+    return primary + gamma * reg, primary, reg
+
+
+@dataclass
+class MetaProblem:
+    """Everything an estimator needs for one meta step.
+
+    Args:
+        model: the module whose ``forward(batch)`` returns ``{task: loss}`` (the unwrapped module under DDP).
+        combiner: the loss combiner ``M(.; phi)``.
+        param_names: names (in ``model.named_parameters()``) of the scoped backbone parameters ``w``.
+        train_batch: the train-side batch of ``L_aux``.
+        meta_batch: the meta batch of ``L_pri``.
+        gamma: regularisation strength of ``L_reg``.
+        direct_term: include ``d_phi L_pri`` (the regulariser's direct dependence on ``phi``). The official code
+            drops it; ``False`` reproduces that.
+        backend: how the mixed term ``grad_phi <v, grad_w L_aux>`` is computed (see ``BACKENDS``).
+        sample_train_batch: draws a fresh train-side batch (StocBiO's Hessian-vector products).
+        reduce: averages a list of tensors over processes (identity in a single process).
+        lookahead_lr: step size of the inner optimiser, used by the unrolled (ITD) estimator.
+        fd_scale: relative step ``||e v|| / ||w||`` of the finite-difference backend.
+    """
+
+    model: nn.Module
+    combiner: LossCombiner
+    param_names: Sequence[str]
+    train_batch: Any
+    meta_batch: Any
+    gamma: float = 0.1
+    direct_term: bool = True
+    backend: str = "double_backward"
+    sample_train_batch: Callable[[], Any] | None = None
+    reduce: Reduce = _no_reduce
+    lookahead_lr: float = 1e-3
+    fd_scale: float = 1e-3
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        named = dict(self.model.named_parameters())
+        missing = [n for n in self.param_names if n not in named]
+        if missing:
+            raise ValueError(f"hypergradient scope names unknown parameters: {missing[:5]}")
+        self.params: Params = [named[n] for n in self.param_names]
+        self.meta_params: Params = self.combiner.meta_parameters()
+        # Every forward pass of one batch replays the same random stream, so that the random masks of a backbone's
+        # pretext losses are identical across the several passes an estimator makes over that batch.
+        self._seeds: dict[int, int] = {}
+
+    def seed_of(self, batch: Any) -> int:
+        """The seed of the random stream replayed by every forward pass over ``batch`` in this meta step."""
+        key = id(batch)
+        if key not in self._seeds:
+            self._seeds[key] = int(torch.randint(0, 2**62, ()).item())
+        return self._seeds[key]
+
+    # -- losses --------------------------------------------------------------------------------------------------
+    def task_losses(self, batch: Any, params: Sequence[Tensor] | None = None) -> Tensor:
+        """The stacked task losses ``l(w; batch)`` in the combiner's order, optionally at other values of ``w``."""
+        seed = self.seed_of(batch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if params is None:
+                out = self.model(batch)
+            else:
+                out = functional_call(self.model, dict(zip(self.param_names, params, strict=True)), (batch,))
+        return stack_task_losses(out, self.combiner.tasks)
+
+    def aux_gradient(self, batch: Any | None = None, create_graph: bool = True) -> Params:
+        """``grad_w L_aux`` on the train-side batch (or ``batch``), with its graph for second-order use."""
+        losses = self.task_losses(self.train_batch if batch is None else batch)
+        return grad_or_zeros(self.combiner(losses), self.params, create_graph=create_graph)
+
+    def primary_gradients(self, params: Sequence[Tensor] | None = None) -> tuple[Params, Params]:
+        """``(grad_w L_pri, d_phi L_pri)`` on the meta batch, averaged over processes.
+
+        ``d_phi L_pri`` is zero when ``direct_term`` is off. ``params`` evaluates ``L_pri`` at other ``w`` (the
+        look-ahead point of the unrolled estimator); the gradient is then with respect to those tensors.
+        """
+        at = self.params if params is None else list(params)
+        losses = self.task_losses(self.meta_batch, None if params is None else at)
+        total, primary, reg = primary_objective(self.combiner, losses, self.gamma)
+        self.stats.update(
+            primary_loss=float(total.detach()),
+            primary_task_loss=float(primary.detach()),
+            regulariser=float(reg.detach()),
+        )
+        targets = at + (self.meta_params if self.direct_term else [])
+        grads = grad_or_zeros(total, targets)
+        v, direct = grads[: len(at)], grads[len(at) :]
+        if not self.direct_term:
+            direct = [torch.zeros_like(p) for p in self.meta_params]
+        reduced = self.reduce(v + direct)
+        return reduced[: len(v)], reduced[len(v) :]
+
+    def hvp(self, aux_grad: Params, vector: Params) -> Params:
+        """``H vector`` with ``H = grad_w^2 L_aux``, from a gradient built with ``create_graph=True``."""
+        return self.reduce(grad_or_zeros(aux_grad, self.params, grad_outputs=vector, retain_graph=True))
+
+    def mixed(self, vector: Params, aux_grad: Params | None = None) -> Params:
+        """``grad_phi <vector, grad_w L_aux>`` by the configured backend, averaged over processes."""
+        from meltr.hypergrad.backends import BACKENDS
+
+        return self.reduce(BACKENDS.get(self.backend)(self, vector, aux_grad))
+
+
+def grad_or_zeros(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor] | None = None,
+    create_graph: bool = False,
+    retain_graph: bool | None = None,
+) -> Params:
+    """``torch.autograd.grad`` that returns zeros for inputs the outputs do not depend on."""
+    inputs = list(inputs)
+    if not inputs:
+        return []
+    if isinstance(outputs, Tensor):
+        outputs, grad_outputs = [outputs], None if grad_outputs is None else list(grad_outputs)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs or [None] * len(outputs), strict=True) if o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(x) for x in inputs]
+    outs, gouts = zip(*pairs, strict=True)
+    grads = torch.autograd.grad(
+        list(outs),
+        inputs,
+        grad_outputs=None if grad_outputs is None else list(gouts),
+        create_graph=create_graph,
+        retain_graph=retain_graph,
+        allow_unused=True,
+    )
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+
+def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """``<a, b>`` of two parameter lists."""
+    return sum((x * y).sum() for x, y in zip(a, b, strict=True))

@@ -1,0 +1,355 @@
+"""The bi-level learner of MELTR (Algorithm 1): inner steps on ``L_aux``, meta steps on ``L_pri``.
+
+Inner step (Eq. 12): ``w <- optimiser step on L_aux = M(l(w; x); phi)``. Every ``meta_every`` inner steps, a meta
+step (Eq. 13): ``phi <- meta-optimiser step on dL_pri/dphi``, the hypergradient of
+``L_pri = l_0(w; x_meta) + gamma * |M(l) - sum_t l_t|`` given by a registered estimator.
+
+The learner works unchanged under ``torch.nn.parallel.DistributedDataParallel``: inner gradients are synchronised
+by DDP; second-order passes run on the unwrapped module and every gradient of the meta step is all-reduced by hand,
+so that all ranks keep identical combiners (the official code never synchronises them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from meltr.combine.base import LossCombiner
+from meltr.contract import nonfinite_tasks
+from meltr.distributed import all_reduce_mean, any_process, unwrap
+from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
+
+
+class NonFiniteLossWarning(UserWarning):
+    """A step was skipped because a task loss or a (hyper)gradient was NaN or infinite."""
+
+
+@dataclass
+class MetaStats:
+    """What one meta step measured."""
+
+    primary_loss: float  # L_pri on the meta batch
+    primary_task_loss: float  # l_0 on the meta batch
+    regulariser: float  # L_reg on the meta batch
+    hypergrad_norm: float  # before clipping
+    skipped: bool = False
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepStats:
+    """What one call of :meth:`AuxiliaryLearner.step` measured, for logging."""
+
+    step: int
+    losses: dict[str, float]  # each task's (batch-mean) loss
+    combined: float  # L_aux
+    skipped: bool = False
+    nonfinite: list[str] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)  # mean dM/dl_t
+    meta: MetaStats | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A flat ``name -> value`` row (``loss/<task>``, ``sensitivity/<task>``, ``meta/<field>``)."""
+        row: dict[str, Any] = {"step": self.step, "combined": self.combined, "skipped": self.skipped}
+        row.update({f"loss/{t}": v for t, v in self.losses.items()})
+        row.update({f"sensitivity/{t}": v for t, v in self.sensitivity.items()})
+        if self.meta is not None:
+            meta = asdict(self.meta)
+            extras = meta.pop("extras")
+            row.update({f"meta/{k}": v for k, v in meta.items()})
+            row.update({f"meta/{k}": v for k, v in extras.items()})
+        return row
+
+
+class ReplayBuffer:
+    """The last ``capacity`` training batches, sampled uniformly with a seeded generator (as the official code)."""
+
+    def __init__(self, capacity: int = 10, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"replay_size must be at least 1, got {capacity}")
+        self.batches: deque[Any] = deque(maxlen=capacity)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def append(self, batch: Any) -> None:
+        self.batches.append(batch)
+
+    def sample(self) -> Any:
+        if not self.batches:
+            raise RuntimeError("the replay buffer is empty: run an inner step first")
+        index = int(torch.randint(len(self.batches), (), generator=self.generator))
+        return self.batches[index]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str]:
+    """Names of the trainable parameters of ``model`` in the hypergradient scope.
+
+    Args:
+        model: the (unwrapped) backbone.
+        scope: ``None`` for every trainable parameter, else names or shell-style patterns (``"encoder.layers.3.*"``).
+
+    Raises:
+        ValueError: a pattern matches no trainable parameter.
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if scope is None:
+        return names
+    selected = []
+    for pattern in scope:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ValueError(f"hypergradient scope pattern {pattern!r} matches no trainable parameter of the model")
+        selected += [n for n in matched if n not in selected]
+    return [n for n in names if n in selected]
+
+
+class AuxiliaryLearner:
+    """Fine-tune a model on all of its losses, combined by a (meta-learned) combiner: Algorithm 1 of MELTR.
+
+    Args:
+        model: a module (or DDP-wrapped module) whose ``forward(batch)`` returns ``{task: loss}``.
+        combiner: the loss combiner; fixed combiners (no meta parameters) make this plain multi-task training.
+        optimizer: the user's optimiser over the model's parameters (the inner problem).
+        meta_optimizer: optimiser over ``combiner.meta_parameters()``; default Adam(lr=1e-3, weight_decay=3e-5).
+        meta_every: inner steps between meta steps (the official code's ``auxgrad_every``, 3).
+        gamma: strength of the regulariser ``|M(l) - sum_t l_t|`` in ``L_pri`` (Eq. 7).
+        hypergrad: estimator name (``identity``, ``neumann``, ``cg``, ``unrolled``, ``stocbio``).
+        hypergrad_options: keyword options of the estimator (``terms``, ``lr``, ``iters``, ...).
+        backend: how the mixed term is computed (``double_backward``, ``jvp``, ``finite_difference``).
+        meta_source: ``"replay"`` draws meta batches from the replay buffer of recent training batches (the official
+            code); ``"split"`` draws them from ``meta_data``, a held-out meta split.
+        meta_data: iterable of meta batches (re-iterated when exhausted), for ``meta_source="split"``.
+        replay_size: capacity of the replay buffer (official: 10).
+        direct_term: include the regulariser's direct ``d/dphi`` term; ``False`` reproduces the official code.
+        clip_norm: the hypergradient's norm is clipped to this (official: 50); ``None`` to disable.
+        on_nonfinite: ``"skip"`` a step whose losses or gradients are not finite (with a warning), or ``"raise"``.
+        hypergrad_scope: restrict ``w`` in the hypergradient to these parameter names / patterns.
+        fd_scale: relative step of the finite-difference backend.
+        track_sensitivity: report the mean ``dM/dl_t`` per task at every step.
+        seed: seed of the replay buffer's sampling.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        combiner: LossCombiner,
+        optimizer: torch.optim.Optimizer,
+        *,
+        meta_optimizer: torch.optim.Optimizer | None = None,
+        meta_every: int = 3,
+        gamma: float = 0.1,
+        hypergrad: str = "identity",
+        hypergrad_options: Mapping[str, Any] | None = None,
+        backend: str = "double_backward",
+        meta_source: Literal["replay", "split"] = "replay",
+        meta_data: Iterable[Any] | None = None,
+        replay_size: int = 10,
+        direct_term: bool = True,
+        clip_norm: float | None = 50.0,
+        on_nonfinite: Literal["skip", "raise"] = "skip",
+        hypergrad_scope: Sequence[str] | None = None,
+        fd_scale: float = 1e-3,
+        track_sensitivity: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if meta_every < 1:
+            raise ValueError(f"meta_every must be at least 1, got {meta_every}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be non-negative, got {gamma}")
+        if meta_source not in ("replay", "split"):
+            raise ValueError(f"meta_source must be 'replay' or 'split', got {meta_source!r}")
+        if meta_source == "split" and meta_data is None:
+            raise ValueError("meta_source='split' needs meta_data, an iterable of held-out meta batches")
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+        BACKENDS.get(backend)  # fail early, with the list of known backends
+        self.model = model
+        self.combiner = combiner
+        self.optimizer = optimizer
+        self.estimator_name = hypergrad
+        self.estimator = build_estimator(hypergrad, **dict(hypergrad_options or {}))
+        self.backend = backend
+        self.meta_every = meta_every
+        self.gamma = gamma
+        self.meta_source = meta_source
+        self.meta_data = meta_data
+        self._meta_iterator: Iterator[Any] | None = None
+        self.replay = ReplayBuffer(replay_size, seed)
+        self.direct_term = direct_term
+        self.clip_norm = clip_norm
+        self.on_nonfinite = on_nonfinite
+        self.fd_scale = fd_scale
+        self.track_sensitivity = track_sensitivity
+        self.scope = select_parameters(unwrap(model), hypergrad_scope)
+        meta_parameters = combiner.meta_parameters()
+        self.meta_enabled = bool(meta_parameters)
+        if meta_optimizer is None and self.meta_enabled:
+            meta_optimizer = torch.optim.Adam(meta_parameters, lr=1e-3, weight_decay=3e-5)
+        self.meta_optimizer = meta_optimizer
+        self.steps = 0  # calls of step()
+        self.inner_steps = 0  # inner steps taken
+        self.meta_steps = 0  # meta steps taken
+        self.skipped_steps = 0
+        self.skipped_meta_steps = 0
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def step(self, batch: Any) -> StepStats:
+        """One inner step on ``batch``, followed by a meta step every ``meta_every`` inner steps."""
+        self.steps += 1
+        self.model.train()
+        self.combiner.train()
+        stacked = self.combiner.stack(self.model(batch))
+        bad = nonfinite_tasks(stacked, self.combiner.tasks)
+        losses = self._task_means(stacked)
+        if any_process(bool(bad)):
+            return self._skip(losses, bad or ["(another process)"], what="task loss")
+        combined = self.combiner(stacked)
+        self.optimizer.zero_grad(set_to_none=True)
+        combined.backward()
+        for p in self.combiner.parameters():
+            p.grad = None  # phi is learned by meta steps only
+        if any_process(not self._gradients_finite()):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(losses, ["(gradient)"], what="gradient")
+        self.optimizer.step()
+        self.inner_steps += 1
+        self.replay.append(batch)
+        stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()))
+        if self.track_sensitivity:
+            sensitivity = self.combiner.sensitivity(stacked.detach())
+            if sensitivity.dim() == 2:
+                sensitivity = sensitivity.mean(0)
+            stats.sensitivity = dict(zip(self.combiner.tasks, sensitivity.tolist(), strict=True))
+        if self.meta_enabled and self.inner_steps % self.meta_every == 0:
+            stats.meta = self.meta_step()
+        return stats
+
+    def meta_step(self) -> MetaStats:
+        """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13)."""
+        train_batch = self.replay.sample()
+        meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
+        problem = MetaProblem(
+            model=unwrap(self.model),
+            combiner=self.combiner,
+            param_names=self.scope,
+            train_batch=train_batch,
+            meta_batch=meta_batch,
+            gamma=self.gamma,
+            direct_term=self.direct_term,
+            backend=self.backend,
+            sample_train_batch=self.replay.sample,
+            reduce=all_reduce_mean,
+            lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
+            fd_scale=self.fd_scale,
+        )
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md).
+        with sdpa_kernel(SDPBackend.MATH):
+            hypergrad = self.estimator(problem)
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))
+        stats = MetaStats(
+            primary_loss=problem.stats.get("primary_loss", math.nan),
+            primary_task_loss=problem.stats.get("primary_task_loss", math.nan),
+            regulariser=problem.stats.get("regulariser", math.nan),
+            hypergrad_norm=norm,
+            extras={
+                k: v for k, v in problem.stats.items() if k not in ("primary_loss", "primary_task_loss", "regulariser")
+            },
+        )
+        if not math.isfinite(norm) or not math.isfinite(stats.primary_loss):
+            self._handle_nonfinite("meta step: the hypergradient or L_pri is not finite; the combiner is unchanged")
+            self.skipped_meta_steps += 1
+            stats.skipped = True
+            return stats
+        meta_parameters = self.combiner.meta_parameters()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(meta_parameters, hypergrad, strict=True):
+            p.grad = g.detach().to(p.dtype).clone()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(meta_parameters, self.clip_norm)
+        self.meta_optimizer.step()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        self.combiner.project_()
+        self.meta_steps += 1
+        return stats
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The learner's own state (combiner, meta optimiser, counters, replay buffer and its sampler); the model
+        and its optimiser are the user's to save."""
+        return {
+            "combiner": self.combiner.state_dict(),
+            "meta_optimizer": None if self.meta_optimizer is None else self.meta_optimizer.state_dict(),
+            "counters": {
+                k: getattr(self, k)
+                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps")
+            },
+            "replay_generator": self.replay.generator.get_state(),
+            "replay_batches": list(self.replay.batches),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.combiner.load_state_dict(state["combiner"])
+        if self.meta_optimizer is not None and state["meta_optimizer"] is not None:
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        for key, value in state["counters"].items():
+            setattr(self, key, value)
+        self.replay.generator.set_state(state["replay_generator"])
+        self.replay.batches.clear()
+        self.replay.batches.extend(state.get("replay_batches", []))
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _next_meta_batch(self) -> Any:
+        if self._meta_iterator is None:
+            self._meta_iterator = iter(self.meta_data)
+        try:
+            return next(self._meta_iterator)
+        except StopIteration:
+            self._meta_iterator = iter(self.meta_data)
+            try:
+                return next(self._meta_iterator)
+            except StopIteration:
+                raise ValueError("meta_data yielded no batch") from None
+
+    def _task_means(self, stacked: Tensor) -> dict[str, float]:
+        means = stacked.detach().mean(0) if stacked.dim() == 2 else stacked.detach()
+        return dict(zip(self.combiner.tasks, means.tolist(), strict=True))
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all())
+
+    def _handle_nonfinite(self, message: str) -> None:
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(message)
+        warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
+
+    def _skip(self, losses: dict[str, float], bad: list[str], what: str) -> StepStats:
+        self._handle_nonfinite(
+            f"step {self.steps}: non-finite {what} in {bad}; the step is skipped and no weight changes"
+        )
+        self.skipped_steps += 1
+        return StepStats(step=self.steps, losses=losses, combined=math.nan, skipped=True, nonfinite=bad)
+
+
+__all__ = [
+    "ESTIMATORS",
+    "AuxiliaryLearner",
+    "MetaStats",
+    "NonFiniteLossWarning",
+    "ReplayBuffer",
+    "StepStats",
+    "select_parameters",
+]

@@ -1,0 +1,25 @@
+import subprocess
+import sys
+
+from meltr.cli.main import main
+
+
+def test_help_lists_the_subcommands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "COMMAND" in out
+
+
+def test_console_script_runs_the_demo_end_to_end():
+    result = subprocess.run(
+        [sys.executable, "-m", "meltr.cli.main", "demo", "--steps", "40"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line[:1].isalpha()}
+    for method in ("single_task", "equal_weight", "learned_linear", "meltr"):
+        assert method in lines
+        assert float(lines[method][2]) > 0.25  # the primary test loss is at least the noise floor
+    assert float(lines["single_task"][3:6][1]) == 0.0  # single-task gives the helpful task no weight
