@@ -1,0 +1,163 @@
+"""Random masking of the inputs for the masked pretext tasks, and in-batch negatives for matching tasks.
+
+Every function draws from ``generator`` when one is given, else from torch's global RNG, and always draws the
+same tensors in the same order whatever the inputs, so that seeding (``torch.manual_seed``) or a generator in
+a known state replays the same masks: the hypergradient estimators evaluate the losses more than once at one
+point and need the losses to be the same function each time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = 0, 1, 2, 3, 4
+"""Special token ids shared with the synthetic world (``meltr.data``)."""
+
+NUM_SPECIAL_TOKENS = 5
+"""Ids below this are special; random replacement tokens come from ``[NUM_SPECIAL_TOKENS, vocab_size)``."""
+
+
+def sample_positions(
+    eligible: Tensor, prob: float, generator: torch.Generator | None = None, at_least_one: bool = True
+) -> Tensor:
+    """Select each eligible position independently with probability ``prob``.
+
+    Args:
+        eligible: boolean ``[B, N]``, the positions that may be selected.
+        prob: selection probability.
+        generator: RNG to draw from (default: the global one).
+        at_least_one: if a row has eligible positions but none was drawn, select one of them at random, as the
+            official UniVL and Violet data loaders do (they redraw until something is masked). Ignored if
+            ``prob == 0``.
+
+    Returns:
+        boolean ``[B, N]``, a subset of ``eligible``.
+    """
+    draws = torch.rand(eligible.shape, generator=generator, device=eligible.device)
+    selected = eligible & (draws < prob)
+    if at_least_one and prob > 0:
+        missing = eligible.any(-1) & ~selected.any(-1)
+        # The eligible position with the smallest draw: uniform among the eligible ones, and no extra draw.
+        first = draws.masked_fill(~eligible, 2.0).argmin(-1)
+        selected = selected | (F.one_hot(first, eligible.shape[-1]).bool() & missing[:, None])
+    return selected
+
+
+def mask_tokens(
+    tokens: Tensor,
+    vocab_size: int,
+    prob: float = 0.15,
+    token_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    at_least_one: bool = True,
+    mask_fraction: float = 0.8,
+    random_fraction: float = 0.1,
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking: select ``prob`` of the tokens; of those, ``mask_fraction`` become [MASK],
+    ``random_fraction`` a random token, the rest stay as they are.
+
+    [PAD], [CLS] and [SEP] (and positions where ``token_mask`` is False) are never selected.
+
+    Args:
+        tokens: ``[B, L]`` token ids.
+        vocab_size: vocabulary size; random tokens are drawn from ``[NUM_SPECIAL_TOKENS, vocab_size)``.
+        prob: selection probability per eligible token (0.15 in BERT and UniVL).
+        token_mask: boolean ``[B, L]``, True = real token.
+        generator: RNG (default: the global one).
+        at_least_one: select at least one token per row that has an eligible one (see
+            :func:`sample_positions`).
+        mask_fraction: share of the selected tokens replaced by [MASK].
+        random_fraction: share of the selected tokens replaced by a random token.
+
+    Returns:
+        ``(masked_tokens, selected)``: the corrupted ids ``[B, L]`` and the boolean ``[B, L]`` positions whose
+        original token is the prediction target.
+    """
+    if vocab_size <= NUM_SPECIAL_TOKENS:
+        raise ValueError(f"vocab_size must exceed the {NUM_SPECIAL_TOKENS} special tokens, got {vocab_size}")
+    eligible = (tokens != PAD_ID) & (tokens != CLS_ID) & (tokens != SEP_ID)
+    if token_mask is not None:
+        eligible = eligible & token_mask.bool()
+    selected = sample_positions(eligible, prob, generator, at_least_one)
+    action = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    random_tokens = torch.randint(
+        NUM_SPECIAL_TOKENS, vocab_size, tokens.shape, generator=generator, device=tokens.device
+    )
+    masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, MASK_ID), tokens)
+    replace = selected & (action >= mask_fraction) & (action < mask_fraction + random_fraction)
+    return torch.where(replace, random_tokens, masked), selected
+
+
+def mask_frames(
+    video: Tensor, prob: float = 0.15, generator: torch.Generator | None = None, at_least_one: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Select ``prob`` of the frames of each clip and zero them (UniVL zeroes masked frame features).
+
+    Args:
+        video: ``[B, F, ...]``.
+        prob: selection probability per frame.
+        generator: RNG (default: the global one).
+        at_least_one: select at least one frame per clip.
+
+    Returns:
+        ``(masked_video, selected)``: the video with the selected frames zeroed, and the boolean ``[B, F]``.
+    """
+    eligible = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
+    selected = sample_positions(eligible, prob, generator, at_least_one)
+    keep = (~selected).to(video.dtype).reshape(*selected.shape, *([1] * (video.dim() - 2)))
+    return video * keep, selected
+
+
+def sample_negatives(
+    batch_size: int,
+    clip_id: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pick for each sample a negative partner uniformly among the other samples of the batch.
+
+    A partner with the same ``clip_id`` (another caption of the same clip) is not a negative and is never
+    picked.
+
+    Args:
+        batch_size: ``B``.
+        clip_id: ``[B]`` clip ids, or None if every sample is a different clip.
+        generator: RNG (default: the global one).
+        device: device of the result.
+
+    Returns:
+        ``(index, valid)``: int64 ``[B]`` the partner of each sample, and boolean ``[B]``, False where
+        the batch holds no negative for that sample (then ``index`` is meaningless).
+    """
+    draws = torch.rand(batch_size, batch_size, generator=generator, device=device)
+    invalid = torch.eye(batch_size, dtype=torch.bool, device=draws.device)
+    if clip_id is not None:
+        invalid = invalid | (clip_id[:, None] == clip_id[None, :]).to(draws.device)
+    index = draws.masked_fill(invalid, -1.0).argmax(-1)
+    return index, ~invalid.gather(1, index[:, None]).squeeze(1)
+
+
+def other_samples_of_same_clip(clip_id: Tensor | None, batch_size: int, device=None) -> Tensor | None:
+    """Boolean ``[B, B]``: True where ``j != i`` shows the same clip as ``i`` (false negatives of a
+    contrastive loss), or None if no ``clip_id`` is known."""
+    if clip_id is None:
+        return None
+    same = clip_id[:, None] == clip_id[None, :]
+    return (same & ~torch.eye(batch_size, dtype=torch.bool, device=same.device)).to(device)
+
+
+__all__ = [
+    "CLS_ID",
+    "MASK_ID",
+    "NUM_SPECIAL_TOKENS",
+    "PAD_ID",
+    "SEP_ID",
+    "UNK_ID",
+    "mask_frames",
+    "mask_tokens",
+    "other_samples_of_same_clip",
+    "sample_negatives",
+    "sample_positions",
+]

@@ -1,0 +1,358 @@
+"""A UniVL-style backbone (Luo et al., 2020) with the eight pretext losses MELTR fine-tunes it with.
+
+Four transformer modules as in UniVL: a text encoder, a video encoder over frame features, a cross encoder
+over the concatenated text and frame states, and a caption decoder that attends to the cross encoder's output.
+The losses are the five of Sec. 3.1 of MELTR (Joint, Align, CMLM, CMFM, Decoder) and the three "advanced" ones
+of its implementation details (M-Joint, M-Align, M-Decoder: the same computed on masked text and masked
+frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from meltr.models.base import (
+    BACKBONES,
+    check_positive,
+    check_probability,
+    help_field,
+    preset_config,
+    require,
+)
+from meltr.models.layers import (
+    PatchEmbedding,
+    TextEmbedding,
+    TokenPredictionHead,
+    Transformer,
+    causal_mask,
+    init_weights,
+    masked_mean,
+    patchify,
+)
+from meltr.models.losses import frame_nce, masked_token_loss, pair_matching_loss, symmetric_info_nce
+from meltr.models.masking import (
+    CLS_ID,
+    MASK_ID,
+    PAD_ID,
+    SEP_ID,
+    mask_frames,
+    mask_tokens,
+    other_samples_of_same_clip,
+    sample_negatives,
+)
+
+UNIVL_TASKS: tuple[str, ...] = (
+    "joint",
+    "align",
+    "cmlm",
+    "cmfm",
+    "decoder",
+    "m_joint",
+    "m_align",
+    "m_decoder",
+)
+
+
+@dataclass
+class UniVLConfig:
+    """Configuration of :class:`UniVL` (``default``: ~3.8M parameters at vocab_size=1000)."""
+
+    vocab_size: int = help_field("Vocabulary size; token ids lie in [0, vocab_size).", 1000)
+    dim: int = help_field("Width of every module.", 192)
+    num_heads: int = help_field("Attention heads of every module.", 4)
+    ff_dim: int = help_field("Hidden width of the MLP of every block.", 768)
+    text_layers: int = help_field("Blocks of the text encoder (UniVL: 12, BERT-base).", 2)
+    video_layers: int = help_field("Blocks of the video encoder (UniVL: 6).", 1)
+    cross_layers: int = help_field("Blocks of the cross encoder (UniVL: 2).", 2)
+    decoder_layers: int = help_field("Blocks of the caption decoder (UniVL: 3).", 2)
+    dropout: float = help_field(
+        "Residual dropout. 0 keeps the losses deterministic given the masks, which the hypergradient "
+        "estimators assume (they evaluate the losses several times at one point); UniVL uses 0.1.",
+        0.0,
+    )
+    image_size: int = help_field("Frame height and width in pixels.", 32)
+    patch_size: int = help_field("Side of the patches a frame is cut into before pooling to a frame feature.", 8)
+    channels: int = help_field("Colour channels of a frame.", 3)
+    max_frames: int = help_field("Most frames a clip may have.", 64)
+    max_text_len: int = help_field("Most tokens a caption or transcript may have.", 64)
+    text_mask_prob: float = help_field("Share of the text tokens masked for CMLM and the M-losses (UniVL: 0.15).", 0.15)
+    frame_mask_prob: float = help_field("Share of the frames masked for CMFM and the M-losses (UniVL: 0.15).", 0.15)
+    temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
+    caption_from_transcript: bool = help_field(
+        "Condition the caption decoder on the transcript as well as the video (YouCook2's V+T setting); "
+        "otherwise on the video alone.",
+        False,
+    )
+
+    def __post_init__(self) -> None:
+        check_positive(
+            self,
+            "vocab_size",
+            "dim",
+            "num_heads",
+            "ff_dim",
+            "text_layers",
+            "video_layers",
+            "cross_layers",
+            "decoder_layers",
+            "image_size",
+            "patch_size",
+            "channels",
+            "max_frames",
+            "max_text_len",
+        )
+        check_probability(self, "dropout", "text_mask_prob", "frame_mask_prob")
+        if self.temperature <= 0:
+            raise ValueError(f"UniVLConfig.temperature must be positive, got {self.temperature}")
+
+
+UNIVL_PRESETS: dict[str, dict[str, object]] = {
+    "default": {},
+    "tiny": {
+        "dim": 32,
+        "num_heads": 2,
+        "ff_dim": 64,
+        "text_layers": 1,
+        "video_layers": 1,
+        "cross_layers": 1,
+        "decoder_layers": 1,
+    },
+}
+
+
+class UniVL(nn.Module):
+    """UniVL-style video-language model; ``forward(batch)`` returns the eight pretext losses, each ``[B]``.
+
+    - ``joint``: video-text matching through the cross encoder, binary cross-entropy of the true pair and of
+      one in-batch negative (the text with another clip's video).
+    - ``align``: symmetric InfoNCE between mean-pooled text and video encoder states (cosine / temperature).
+    - ``cmlm``: masked language modelling from the cross encoder (text and frames both masked, as in UniVL).
+    - ``cmfm``: masked frame modelling, NCE of each masked frame's prediction against all frames of the batch;
+      the frame features predicted are fixed descriptors of the pixels (per-patch channel means,
+      standardised), standing in for UniVL's frozen S3D features.
+    - ``decoder``: caption generation, teacher forcing, mean token cross-entropy, conditioned on the video
+      (and the transcript if ``caption_from_transcript``).
+    - ``m_joint``, ``m_align``, ``m_decoder``: the same on the masked text and frames (the decoder still
+      predicts the original caption).
+
+    Masks (15% of tokens, BERT's 80/10/10; 15% of frames zeroed) and negatives are drawn from ``generator`` or
+    the global RNG, in a fixed order.
+
+    Args:
+        config: the configuration (default: :class:`UniVLConfig`).
+    """
+
+    tasks: tuple[str, ...] = UNIVL_TASKS
+
+    def __init__(self, config: UniVLConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or UniVLConfig()
+        block = {"num_heads": c.num_heads, "ff_dim": c.ff_dim, "dropout": c.dropout}
+        self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
+        self.text_encoder = Transformer(c.dim, c.text_layers, **block)
+        self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
+        self.frame_projection = nn.Linear(c.dim, c.dim)
+        self.video_encoder = Transformer(c.dim, c.video_layers, **block)
+        self.modality_embedding = nn.Embedding(2, c.dim)
+        self.cross_encoder = Transformer(c.dim, c.cross_layers, **block)
+        self.decoder = Transformer(c.dim, c.decoder_layers, cross_attention=True, **block)
+        self.mlm_head = TokenPredictionHead(c.dim, c.vocab_size)
+        self.caption_head = TokenPredictionHead(c.dim, c.vocab_size)
+        self.frame_head = nn.Linear(c.dim, c.channels * self.patch_embedding.num_patches)
+        self.match_head = nn.Linear(c.dim, 1)
+        self.apply(init_weights)
+
+    # -- encoders ------------------------------------------------------------------------------------------
+
+    def _video(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return batch["video"].to(self.frame_projection.weight.dtype)
+
+    def _text_states(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        return self.text_encoder(self.text_embedding(tokens), mask)
+
+    def _video_states(self, video: Tensor) -> Tensor:
+        """``[B, F, C, H, W]`` -> ``[B, F, d]``: patch tokens, GELU, mean over patches, linear, encoder."""
+        frames = self.frame_projection(F.gelu(self.patch_embedding(video)).mean(2))
+        return self.video_encoder(frames)
+
+    def _cross(
+        self, text_states: Tensor | None, text_mask: Tensor | None, video_states: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Cross encoder over ``[text; frames]`` (or frames alone) -> states ``[B, L + F, d]`` and mask."""
+        frames = video_states + self.modality_embedding.weight[1]
+        frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        if text_states is None:
+            tokens, mask = frames, frame_mask
+        else:
+            tokens = torch.cat([text_states + self.modality_embedding.weight[0], frames], dim=1)
+            mask = torch.cat([text_mask, frame_mask], dim=1)
+        return self.cross_encoder(tokens, mask), mask
+
+    def _text_vector(self, states: Tensor, mask: Tensor) -> Tensor:
+        """Unit-norm mean of the text states over real tokens but [CLS] (UniVL's pooling for similarity)."""
+        words = mask & (torch.arange(mask.shape[1], device=mask.device) > 0)
+        return F.normalize(masked_mean(states, words), dim=-1)
+
+    def _video_vector(self, states: Tensor) -> Tensor:
+        return F.normalize(states.mean(1), dim=-1)
+
+    def _frame_targets(self, video: Tensor) -> Tensor:
+        """Fixed frame descriptors ``[B, F, C * P]``: each patch's mean colour, standardised per frame."""
+        batch, frames, channels = video.shape[:3]
+        patches = patchify(video, self.config.patch_size)
+        means = patches.reshape(batch, frames, patches.shape[2], channels, -1).mean(-1).flatten(2)
+        return F.layer_norm(means, means.shape[-1:])
+
+    def _caption_logits(self, memory: Tensor, memory_mask: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Teacher forcing: logits ``[B, L - 1, V]`` of tokens ``1..L-1`` given ``0..L-2`` and the memory."""
+        inputs = self.text_embedding(tokens[:, :-1])
+        states = self.decoder(inputs, causal_mask(mask[:, :-1]), memory, memory_mask)
+        return self.caption_head(states, self.text_embedding.word.weight)
+
+    def _matching(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, partner: Tensor):
+        """One cross pass over the true pairs and the negatives ``(text_i, video_partner(i))``.
+
+        Returns:
+            positive logits ``[B]``, negative logits ``[B]``, cross states of the true pairs
+            ``[B, L + F, d]``.
+        """
+        size = text_states.shape[0]
+        states, _ = self._cross(
+            torch.cat([text_states, text_states]),
+            torch.cat([text_mask, text_mask]),
+            torch.cat([video_states, video_states[partner]]),
+        )
+        logits = self.match_head(states[:, 0]).squeeze(-1)
+        return logits[:size], logits[size:], states[:size]
+
+    def _align(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, exclude: Tensor | None) -> Tensor:
+        similarity = self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
+        return symmetric_info_nce(similarity / self.config.temperature, exclude)
+
+    # -- the contract --------------------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The eight pretext losses ``{task: [B]}`` in the order of :attr:`tasks`.
+
+        Args:
+            batch: needs ``video``, ``text``, ``text_mask`` (and ``transcript``, ``transcript_mask`` if
+                ``caption_from_transcript``); uses ``clip_id`` if present to keep other captions of a clip out
+                of the negatives.
+            generator: RNG of the masks and negatives (default: the global one).
+        """
+        c = self.config
+        keys = ("video", "text", "text_mask") + (("transcript", "transcript_mask") if c.caption_from_transcript else ())
+        require(batch, keys, c.vocab_size, "UniVL")
+        text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
+        size, length = text.shape
+        clip_id = batch.get("clip_id")
+        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
+        masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator)
+        partner, has_partner = sample_negatives(size, clip_id, generator, text.device)
+        exclude = other_samples_of_same_clip(clip_id, size, text.device)
+
+        both_masks = torch.cat([text_mask, text_mask])
+        text_states, masked_text_states = self._text_states(torch.cat([text, masked_text]), both_masks).split(size)
+        video_states, masked_video_states = self._video_states(torch.cat([video, masked_video])).split(size)
+
+        positive, negative, _ = self._matching(text_states, text_mask, video_states, partner)
+        m_positive, m_negative, masked_cross = self._matching(
+            masked_text_states, text_mask, masked_video_states, partner
+        )
+        cmlm_logits = self.mlm_head(masked_cross[:, :length], self.text_embedding.word.weight)
+        predicted_frames = self.frame_head(masked_cross[:, length:])
+
+        transcript_states = transcript_mask = None
+        if c.caption_from_transcript:
+            transcript, transcript_mask = batch["transcript"], batch["transcript_mask"].bool()
+            masked_transcript, _ = mask_tokens(transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator)
+            transcript_mask = torch.cat([transcript_mask, transcript_mask])
+            transcript_states = self._text_states(torch.cat([transcript, masked_transcript]), transcript_mask)
+        memory, memory_mask = self._cross(
+            transcript_states, transcript_mask, torch.cat([video_states, masked_video_states])
+        )
+        captions = torch.cat([text, text])
+        caption_loss = masked_token_loss(
+            self._caption_logits(memory, memory_mask, captions, both_masks),
+            captions[:, 1:],
+            both_masks[:, 1:],
+        )
+        decoder, m_decoder = caption_loss.split(size)
+
+        return {
+            "joint": pair_matching_loss(positive, negative, has_partner),
+            "align": self._align(text_states, text_mask, video_states, exclude),
+            "cmlm": masked_token_loss(cmlm_logits, text, text_selected),
+            "cmfm": frame_nce(predicted_frames, self._frame_targets(video), frame_selected, exclude),
+            "decoder": decoder,
+            "m_joint": pair_matching_loss(m_positive, m_negative, has_partner),
+            "m_align": self._align(masked_text_states, text_mask, masked_video_states, exclude),
+            "m_decoder": m_decoder,
+        }
+
+    # -- representations for downstream heads --------------------------------------------------------------
+
+    def encode_text(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
+        """``[B, d]`` unit-norm text embeddings (Align's) of ``text_key``: text, transcript or question."""
+        mask = batch[f"{text_key}_mask"].bool()
+        return self._text_vector(self._text_states(batch[text_key], mask), mask)
+
+    def encode_video(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """``[B, d]`` unit-norm video embeddings (Align's); similarity / temperature gives Align's logits."""
+        return self._video_vector(self._video_states(self._video(batch)))
+
+    def fused(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
+        """``[B, d]`` cross-encoder state at [CLS] of each (text, video) pair."""
+        mask = batch[f"{text_key}_mask"].bool()
+        states, _ = self._cross(self._text_states(batch[text_key], mask), mask, self._video_states(self._video(batch)))
+        return states[:, 0]
+
+    def match_score(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
+        """``[B]`` Joint's matching logit of each (text, video) pair."""
+        return self.match_head(self.fused(batch, text_key)).squeeze(-1)
+
+    @torch.no_grad()
+    def generate(self, batch: Mapping[str, Tensor], max_len: int = 20) -> Tensor:
+        """Greedy captioning.
+
+        Args:
+            batch: needs ``video`` (and the transcript if ``caption_from_transcript``).
+            max_len: most tokens of a caption, [CLS] and [SEP] included.
+
+        Returns:
+            int64 ``[B, <= max_len]`` in the text layout: [CLS] first, [SEP] last (unless cut at ``max_len``),
+            [PAD] after. [PAD], [CLS] and [MASK] are never generated.
+        """
+        if not 2 <= max_len <= self.config.max_text_len:
+            raise ValueError(f"max_len must be in [2, max_text_len={self.config.max_text_len}], got {max_len}")
+        video_states = self._video_states(self._video(batch))
+        transcript_states = transcript_mask = None
+        if self.config.caption_from_transcript:
+            transcript_mask = batch["transcript_mask"].bool()
+            transcript_states = self._text_states(batch["transcript"], transcript_mask)
+        memory, memory_mask = self._cross(transcript_states, transcript_mask, video_states)
+        size = video_states.shape[0]
+        tokens = torch.full((size, 1), CLS_ID, dtype=torch.long, device=video_states.device)
+        finished = torch.zeros(size, dtype=torch.bool, device=tokens.device)
+        never = torch.tensor([PAD_ID, CLS_ID, MASK_ID], device=tokens.device)
+        for _ in range(max_len - 1):
+            padded = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD_ID)], dim=1)
+            logits = self._caption_logits(memory, memory_mask, padded, torch.ones_like(padded, dtype=torch.bool))
+            logits = logits[:, -1].index_fill(-1, never, torch.finfo(logits.dtype).min)
+            step = torch.where(finished, torch.full_like(finished, PAD_ID, dtype=torch.long), logits.argmax(-1))
+            tokens = torch.cat([tokens, step[:, None]], dim=1)
+            finished = finished | (step == SEP_ID)
+            if bool(finished.all()):
+                break
+        return tokens
+
+
+@BACKBONES.register("univl")
+def build_univl(size: str = "default", **overrides: object) -> UniVL:
+    """A :class:`UniVL` from the preset ``size`` (``default`` or ``tiny``) and config ``overrides``."""
+    return UniVL(preset_config(UniVLConfig, UNIVL_PRESETS, size, overrides))
