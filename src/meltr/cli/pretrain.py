@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm import tqdm
 
 from meltr.models import BACKBONES, SIZES
 
@@ -52,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="change a field of the world's config (repeatable), e.g. --world n_pretrain=500",
     )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=100, help="save the training state every N steps (resumed on rerun)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = {"n_train": 0, "n_meta": 0, "n_test": 0}
     try:
         world_config = WorldConfig(**{**sizes, **world_overrides})
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"meltr pretrain: --world: {error}") from None
     config = PretrainConfig(
         backbone=args.backbone,
@@ -90,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"generating the world ({world_config.n_pretrain} pretrain clips)...", flush=True)
     world = make_world(world_config)
-    result = pretrain(config, world, log=lambda line: print(line, flush=True))
+    result = pretrain(
+        config,
+        world,
+        log=lambda line: tqdm.write(line),
+        checkpoint=args.out / "checkpoint.pt",
+        checkpoint_every=args.checkpoint_every,
+        progress=True,
+    )
     recipe = dataclasses.asdict(config)
     path = save_pretrained(
         args.out / "backbone.pt",
@@ -98,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         args.backbone,
         recipe=recipe,
         world=dataclasses.asdict(world_config),
+        command="meltr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     (args.out / "history.json").write_text(json.dumps(result.history, indent=1))
     print(f"wrote {path} and {args.out / 'history.json'}")

@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from meltr.models import BACKBONES, build_backbone
 from meltr.models.base import help_field
+from meltr.training.checkpoint import atomic_save, load_checkpoint
 
 
 @dataclass
@@ -67,13 +69,24 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> floa
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def pretrain(config: PretrainConfig, world, log: Callable[[str], None] | None = print) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig,
+    world,
+    log: Callable[[str], None] | None = print,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = False,
+) -> PretrainResult:
     """Minimise the sum of the backbone's pretext losses (batch means) on ``world``'s pretrain split.
 
     Args:
         config: the recipe.
         world: a :class:`meltr.data.World`; its tokenizer fixes ``vocab_size``, its config the frame size.
         log: called with one line every ``config.log_every`` steps (None: silent).
+        checkpoint: a file to save the full training state to every ``checkpoint_every`` steps (atomically) and
+            to resume from when it exists: a resumed run continues exactly where the saved one was.
+        checkpoint_every: steps between checkpoints.
+        progress: show a progress bar.
 
     Returns:
         the backbone (in eval mode) and the logged history ``{"step", "lr", "total", <task>...}``.
@@ -96,10 +109,41 @@ def pretrain(config: PretrainConfig, world, log: Callable[[str], None] | None = 
     )
     model.train()
     history: list[dict[str, float]] = []
-    step, epoch, started = 0, 0, time.perf_counter()
+    step, epoch, position, started = 0, 0, 0, time.perf_counter()
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"{checkpoint}: saved by a different pre-training config; remove it or change --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        history, step, epoch, position = state["history"], state["step"], state["epoch"], state["position"]
+        if log is not None:
+            log(f"resumed from {checkpoint} at step {step}")
+
+    def save_state() -> None:
+        atomic_save(
+            {
+                "config": dataclasses.asdict(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": torch.get_rng_state(),
+                "history": history,
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+            },
+            checkpoint,
+        )
+
+    bar = tqdm(total=config.steps, initial=step, desc=f"pretrain {config.backbone}", disable=not progress)
     while step < config.steps:
         loader = world.loader("pretrain", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True)
-        for batch in loader:
+        for index, batch in enumerate(loader):
+            if index < position:
+                continue  # resuming inside an epoch: these batches were seen before the checkpoint
             losses = {task: loss.mean() for task, loss in model(batch).items()}
             total = sum(losses.values())
             if not torch.isfinite(total):
@@ -112,6 +156,9 @@ def pretrain(config: PretrainConfig, world, log: Callable[[str], None] | None = 
             optimizer.step()
             schedule.step()
             step += 1
+            position = index + 1
+            bar.update(1)
+            bar.set_postfix(total=f"{total.item():.3f}")
             if config.log_every and (step % config.log_every == 0 or step == config.steps):
                 record = {"step": step, "lr": schedule.get_last_lr()[0], "total": total.item()}
                 record.update({task: loss.item() for task, loss in losses.items()})
@@ -121,9 +168,13 @@ def pretrain(config: PretrainConfig, world, log: Callable[[str], None] | None = 
                         f"{task}={value:.3f}" for task, value in record.items() if task not in ("step", "lr")
                     )
                     log(f"step {step}/{config.steps} ({time.perf_counter() - started:.0f}s) {parts}")
+            if checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
+                save_state()
             if step == config.steps:
                 break
-        epoch += 1
+        else:
+            epoch, position = epoch + 1, 0
+    bar.close()
     return PretrainResult(model.eval(), history)
 
 
@@ -144,13 +195,12 @@ def save_pretrained(path: str | Path, model: nn.Module, backbone: str, **extra: 
         "state_dict": model.state_dict(),
         **extra,
     }
-    torch.save(payload, path)
-    return path
+    return atomic_save(payload, path)
 
 
 def load_pretrained(path: str | Path) -> nn.Module:
     """Rebuild a backbone saved by :func:`save_pretrained` (in eval mode)."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    payload = load_checkpoint(path)
     config = dict(payload["config"])
     model = build_backbone(payload["backbone"], "default", **config)
     model.load_state_dict(payload["state_dict"])

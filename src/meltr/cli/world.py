@@ -1,0 +1,113 @@
+"""``meltr world``: look at the synthetic video-language world.
+
+``meltr world preview [--out PATH] [--n N] [--seed S]`` writes a PNG grid of the first clips of a split
+(frames across, clips down) with each clip's first caption under its row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from meltr.data.config import SPLITS, WorldConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``world`` subcommand and its ``preview`` sub-subcommand."""
+    parser = subparsers.add_parser(
+        "world",
+        help="look at the synthetic video-language world",
+        description="Look at the synthetic video-language world (meltr.data).",
+    )
+    commands = parser.add_subparsers(title="world commands", dest="world_command", metavar="WORLD_COMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+
+    preview = commands.add_parser(
+        "preview",
+        help="write a PNG grid of a few clips with their captions",
+        description="Write a PNG grid of the first clips of a split: frames across, "
+        "clips down, each clip's first caption under its row.",
+    )
+    preview.add_argument("--out", type=Path, default=Path("world_preview.png"), help="PNG file to write")
+    preview.add_argument("--n", type=int, default=6, help="number of clips (rows)")
+    preview.add_argument("--seed", type=int, default=0, help="seed of the world")
+    preview.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="split whose first clips are shown (the same clips as in a full world)",
+    )
+    preview.add_argument("--n-frames", type=int, default=WorldConfig.n_frames, help="frames per clip")
+    preview.add_argument("--image-size", type=int, default=WorldConfig.image_size, help="frame size in pixels")
+    preview.set_defaults(func=run_preview)
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    """Render the preview of ``args`` and print where it went."""
+    if args.n < 1:
+        raise SystemExit("meltr world preview: --n must be at least 1")
+    sizes = {f"n_{name}": (args.n if name == args.split else 0) for name in SPLITS}
+    config = WorldConfig(seed=args.seed, n_frames=args.n_frames, image_size=args.image_size, **sizes)
+    path = write_preview(config, args.split, args.out)
+    print(f"wrote {path} ({args.n} clips of the {args.split} split, seed {args.seed})")
+    return 0
+
+
+def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
+    """Render every clip of ``split`` of the world of ``config`` into one PNG at ``out``.
+
+    Args:
+        config: the world (its ``split`` should be small: one row per clip).
+        split: which split to show.
+        out: the PNG to write (parent directories are created).
+
+    Returns:
+        ``out``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from meltr.data.lexicon import EVENT_CLASSES
+    from meltr.data.world import make_world
+
+    world = make_world(dataclasses.replace(config))
+    clips = world.splits[split]
+    n, frames = len(clips), config.n_frames
+    cell = 1.1
+    fig, axes = plt.subplots(n, frames, figsize=(cell * frames, (cell + 0.55) * n), squeeze=False)
+    for i in range(n):
+        video = clips.video[i].transpose(0, 2, 3, 1)  # [F, H, W, 3]
+        for f in range(frames):
+            ax = axes[i, f]
+            ax.imshow(video[f], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"frame {f}", fontsize=8)
+        clip = clips.clips[i]
+        qa = clip.annotation.qa[0]
+        text = (
+            f"{clips.captions[i][0]}\n"
+            f"[{EVENT_CLASSES[clip.label]}]  Q: {qa.question}?  A: {qa.answer}  "
+            f"sentiment {clip.annotation.sentiment:+.1f}"
+        )
+        axes[i, 0].annotate(
+            text,
+            xy=(0, -0.08),
+            xycoords="axes fraction",
+            ha="left",
+            va="top",
+            fontsize=9,
+            annotation_clip=False,
+        )
+    fig.subplots_adjust(
+        left=0.01, right=0.99, top=1 - 0.3 / ((cell + 0.55) * n), bottom=0.35 / n, wspace=0.05, hspace=0.6
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,175 @@
+"""The torch view of a world split: one sample per clip (or per question), batches as dicts of tensors.
+
+Batch keys (``B`` clips, ``F`` frames, ``L`` tokens, ``S`` audio samples):
+
+- ``video``: float32 ``[B, F, 3, H, W]``, pixels in ``[0, 1]``.
+- ``text``, ``text_mask``: int64 / bool ``[B, L]``, one caption as ``[CLS] ... [SEP]`` then ``[PAD]`` = 0;
+  the mask is True on real tokens.
+- ``transcript``, ``transcript_mask``: int64 / bool ``[B, L_r]``, the noisy ASR transcript, same layout.
+- ``audio``: float32 ``[B, S]``, the audio-like signal.
+- ``clip_id``: int64 ``[B]``, index of the clip in its split.
+- ``label``: int64 ``[B]``, event class (index in :data:`~meltr.data.lexicon.EVENT_CLASSES`).
+- ``sentiment``: float32 ``[B]``, score in ``[-3, 3]``.
+- ``misaligned``: bool ``[B]``, the text comes from another clip.
+- ``question``, ``question_mask``: int64 / bool ``[B, L_q]``, one question, same layout as ``text``.
+- ``answer``: int64 ``[B]``, index in :data:`~meltr.data.lexicon.ANSWERS`.
+- ``qa_type``: int64 ``[B]``, index in :data:`~meltr.data.lexicon.QA_TYPES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from meltr.data.lexicon import QA_TYPES
+
+if TYPE_CHECKING:
+    from meltr.data.world import WorldSplit
+
+BATCH_KEYS: tuple[str, ...] = (
+    "video",
+    "text",
+    "text_mask",
+    "transcript",
+    "transcript_mask",
+    "audio",
+    "clip_id",
+    "label",
+    "sentiment",
+    "misaligned",
+    "question",
+    "question_mask",
+    "answer",
+    "qa_type",
+)
+"""Every key of a batch, see the module docstring."""
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 64-bit hash of integers (splitmix64 steps): draws that depend on ``(seed, epoch, index)`` only."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) & _MASK64
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state
+
+
+def _choice_mode(name: str, mode: str | int) -> str | int:
+    if isinstance(mode, bool) or not (mode in ("random", "first", "all") or (isinstance(mode, int) and mode >= 0)):
+        raise ValueError(f"{name} must be 'random', 'first', 'all' or a non-negative int, got {mode!r}")
+    if name == "caption" and mode == "all":
+        raise ValueError("caption='all' is not supported; use 'random', 'first' or an index")
+    return mode
+
+
+class WorldDataset(Dataset):
+    """One sample per clip of a split (or per question with ``qa="all"``).
+
+    Args:
+        split: the split to read.
+        caption: which caption a sample carries: ``"random"`` (drawn from ``(seed, epoch, index)``),
+            ``"first"`` (caption 0, the fixed query of retrieval evaluation) or an index (clipped to the
+            clip's number of captions).
+        qa: which question: ``"random"``, ``"first"``, an index (taken modulo the clip's number of eligible
+            questions) or ``"all"`` (one sample per question: evaluation over every question).
+        qa_types: only questions of these types (:data:`~meltr.data.lexicon.QA_TYPES`); clips without any
+            are left out of the dataset. ``None`` keeps every question (every clip has Frame and open questions).
+        seed: seed of the caption / question draws.
+        epoch: mixed into the draws; change it with :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self,
+        split: WorldSplit,
+        *,
+        caption: str | int = "random",
+        qa: str | int = "random",
+        qa_types: Sequence[str] | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+    ) -> None:
+        self.split = split
+        self.caption = _choice_mode("caption", caption)
+        self.qa = _choice_mode("qa", qa)
+        self.seed, self.epoch = int(seed), int(epoch)
+        if qa_types is None:
+            allowed = np.ones(len(split.qa_types), dtype=bool)
+        else:
+            unknown = [t for t in qa_types if t not in QA_TYPES]
+            if unknown:
+                raise ValueError(f"unknown qa_types {unknown}; choose among {list(QA_TYPES)}")
+            allowed = np.isin(split.qa_types, [QA_TYPES.index(t) for t in qa_types])
+        self.qa_types = None if qa_types is None else tuple(qa_types)
+        offsets = split.qa_offsets
+        # eligible questions of clip i: self._questions[self._question_start[i]:self._question_start[i + 1]]
+        self._questions = np.flatnonzero(allowed)
+        clip_of_question = np.repeat(np.arange(len(split)), np.diff(offsets))
+        counts = np.bincount(clip_of_question[allowed], minlength=len(split)).astype(np.int64)
+        self._question_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        clips = np.flatnonzero(counts > 0)
+        if self.qa == "all":
+            # one sample per eligible question: (clip, k-th eligible question of the clip)
+            self._samples = [(int(c), k) for c in clips for k in range(int(counts[c]))]
+        else:
+            self._samples = [(int(c), None) for c in clips]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other captions and questions (``"random"`` modes) from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def _pick(self, mode: str | int, count: int, index: int, salt: int) -> int:
+        if mode == "first":
+            return 0
+        if mode == "random":
+            return mix_seed(self.seed, self.epoch, index, salt) % count
+        return mode
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        split = self.split
+        clip, question_rank = self._samples[index]
+        n_captions = int(split.caption_count[clip])
+        caption = min(self._pick(self.caption, n_captions, clip, 1), n_captions - 1)
+        first, last = self._question_start[clip], self._question_start[clip + 1]
+        if question_rank is None:
+            question_rank = self._pick(self.qa, int(last - first), clip, 2) % int(last - first)
+        question = self._questions[first + question_rank]
+        text = torch.from_numpy(split.caption_ids[clip, caption])
+        transcript = torch.from_numpy(split.transcript_ids[clip])
+        question_ids = torch.from_numpy(split.question_ids[question])
+        return {
+            "video": torch.from_numpy(split.video[clip]).float().div_(255.0),
+            "text": text,
+            "text_mask": text != 0,
+            "transcript": transcript,
+            "transcript_mask": transcript != 0,
+            "audio": torch.from_numpy(split.audio[clip]),
+            "clip_id": torch.tensor(clip, dtype=torch.int64),
+            "label": torch.tensor(split.clips[clip].label, dtype=torch.int64),
+            "sentiment": torch.tensor(split.clips[clip].annotation.sentiment, dtype=torch.float32),
+            "misaligned": torch.tensor(bool(split.text_source[clip] != clip)),
+            "question": question_ids,
+            "question_mask": question_ids != 0,
+            "answer": torch.tensor(split.answers[question], dtype=torch.int64),
+            "qa_type": torch.tensor(split.qa_types[question], dtype=torch.int64),
+        }
+
+
+def collate(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Stack samples of :class:`WorldDataset` into a batch (every key gets a leading batch dimension)."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
