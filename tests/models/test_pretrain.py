@@ -69,3 +69,35 @@ def test_the_cli_writes_a_checkpoint_and_the_history(tmp_path, capsys):
     assert load_pretrained(out / "backbone.pt").config.dim == 16
     assert [record["step"] for record in json.loads((out / "history.json").read_text())] == [1, 2]
     assert "step 2/2" in capsys.readouterr().out
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_exactly_where_its_checkpoint_was(world, tmp_path):
+    config = PretrainConfig(backbone="univl", size="tiny", steps=5, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1)
+    reference = pretrain(config, world, log=None).model
+
+    def stop_after_step_three(line):
+        if line.startswith("step 3/"):
+            raise Interrupt
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        pretrain(config, world, log=stop_after_step_three, checkpoint=checkpoint, checkpoint_every=2)
+    assert torch.load(checkpoint, weights_only=False)["step"] == 2
+    lines = []
+    resumed = pretrain(config, world, log=lines.append, checkpoint=checkpoint, checkpoint_every=2).model
+    assert lines[0].startswith(f"resumed from {checkpoint} at step 2")
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_a_checkpoint_of_another_recipe_is_refused(world, tmp_path):
+    config = PretrainConfig(backbone="univl", size="tiny", steps=2, batch_size=4, warmup_steps=1, log_every=0)
+    checkpoint = tmp_path / "checkpoint.pt"
+    pretrain(config, world, log=None, checkpoint=checkpoint, checkpoint_every=1)
+    other = PretrainConfig(backbone="univl", size="tiny", steps=3, batch_size=4, warmup_steps=1, log_every=0)
+    with pytest.raises(ValueError, match="different pre-training config"):
+        pretrain(other, world, log=None, checkpoint=checkpoint)

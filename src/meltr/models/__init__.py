@@ -16,6 +16,7 @@ allinone    vtm, mlm, vtc
 ``match_score`` (a pair's matching logit) and, for UniVL, ``generate`` (greedy captions).
 """
 
+from pathlib import Path
 from meltr.models.allinone import ALLINONE_TASKS, AllInOne, AllInOneConfig
 from meltr.models.base import BACKBONES, SIZES, Backbone, build_backbone, config_help
 from meltr.models.layers import Transformer, TransformerBlock, attention, count_parameters
@@ -34,7 +35,19 @@ from meltr.models.masking import (
 from meltr.models.univl import UNIVL_TASKS, UniVL, UniVLConfig
 from meltr.models.violet import VIOLET_TASKS, PatchQuantizer, Violet, VioletConfig
 
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
+
+
+def pretrained_path(backbone: str) -> Path:
+    """The pre-trained checkpoint shipped for ``backbone`` (see ``assets/checkpoints/README.md``)."""
+    if backbone not in BACKBONES:
+        raise KeyError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES.names())}")
+    return CHECKPOINTS / f"{backbone}.pt"
+
+
 __all__ = [
+    "CHECKPOINTS",
+    "pretrained_path",
     "ALLINONE_TASKS",
     "BACKBONES",
     "CLS_ID",
