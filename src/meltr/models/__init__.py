@@ -17,6 +17,7 @@ allinone    vtm, mlm, vtc
 """
 
 from pathlib import Path
+
 from meltr.models.allinone import ALLINONE_TASKS, AllInOne, AllInOneConfig
 from meltr.models.base import BACKBONES, SIZES, Backbone, build_backbone, config_help
 from meltr.models.layers import Transformer, TransformerBlock, attention, count_parameters
@@ -46,10 +47,9 @@ def pretrained_path(backbone: str) -> Path:
 
 
 __all__ = [
-    "CHECKPOINTS",
-    "pretrained_path",
     "ALLINONE_TASKS",
     "BACKBONES",
+    "CHECKPOINTS",
     "CLS_ID",
     "MASK_ID",
     "NUM_SPECIAL_TOKENS",
@@ -75,6 +75,7 @@ __all__ = [
     "count_parameters",
     "mask_frames",
     "mask_tokens",
+    "pretrained_path",
     "sample_negatives",
     "sample_positions",
 ]

@@ -50,8 +50,11 @@ class Backbone(Protocol):
 C = TypeVar("C")
 
 
-def help_field(text: str, default: Any) -> Any:
-    """A dataclass field with help text (``dataclasses.fields(cfg)[i].metadata["help"]``)."""
+def help_field(text: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with help text (``dataclasses.fields(cfg)[i].metadata["help"]``); ``factory`` for mutable
+    defaults."""
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={"help": text})
     return dataclasses.field(default=default, metadata={"help": text})
 
 

@@ -1,0 +1,128 @@
+"""`meltr finetune`: recipes, the run directory, resume, and bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meltr.training.finetune import FinetuneConfig, apply_overrides, finetune
+
+CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_recipe_loads_and_validates(path):
+    config = FinetuneConfig.load(path)
+    assert config.as_dict()["name"]
+
+
+def test_overrides_set_fields_and_nested_options():
+    values = {"combiner_options": {"d_model": 32}}
+    apply_overrides(values, ["seed=3", "combiner_options.num_heads=2", "world.n_train=64", "hypergrad=cg"])
+    assert values == {
+        "combiner_options": {"d_model": 32, "num_heads": 2},
+        "seed": 3,
+        "world": {"n_train": 64},
+        "hypergrad": "cg",
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("combiner=meltrr", "'combiner' must be one of"),
+        ("epochs=0", "'epochs' must be at least 1"),
+        ("learning_rate=1", "unknown field"),
+        ("hypergrad=aid", "'hypergrad' must be one of"),
+    ],
+)
+def test_bad_recipes_name_the_field(override, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig.load(Path("configs/tiny.yaml"), [override])
+
+
+def test_a_missing_recipe_names_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r"nope\.yaml: no such recipe"):
+        FinetuneConfig.load(tmp_path / "nope.yaml")
+
+
+def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "meltr.cli.main",
+        "finetune",
+        "--config",
+        "configs/tiny.yaml",
+        "--quiet",
+        f"out_root={tmp_path}",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "tiny"
+    for name in (
+        "config.yaml",
+        "steps.csv",
+        "steps.json",
+        "epochs.csv",
+        "epochs.json",
+        "last.pt",
+        "best.pt",
+        "results.json",
+        "plots/curves.png",
+        "plots/sensitivity.png",
+    ):
+        assert (run_dir / name).exists(), name
+    steps = json.loads((run_dir / "steps.json").read_text())
+    primary = [row["loss/align"] for row in steps]
+    assert len(steps) == 3 * (96 // 16)
+    assert sum(primary[-3:]) / 3 < sum(primary[:3]) / 3  # the primary loss went down
+    assert any("meta/hypergrad_norm" in row for row in steps)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert 0 <= results["test"]["t2v/R@1"] <= 100 and results["metric"] == "t2v/R@1"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
+
+
+def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    base = [
+        "checkpoint=none",
+        "size=tiny",
+        "world.n_train=48",
+        "world.n_meta=16",
+        "world.n_test=16",
+        "batch_size=16",
+        "epochs=2",
+        "combiner_options.d_model=16",
+        "combiner_options.num_heads=2",
+    ]
+    whole = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, f"out_root={tmp_path / 'a'}"])
+    reference = finetune(whole, progress=False)
+    first = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, "epochs=1", f"out_root={tmp_path / 'b'}"])
+    finetune(first, progress=False)
+    # an interrupted run is a run directory whose last.pt stops early: continue it with the full recipe
+    config_file = tmp_path / "b" / "tiny" / "config.yaml"
+    config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "epochs": 2}, sort_keys=False))
+    second = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, f"out_root={tmp_path / 'b'}"])
+    lines = []
+    resumed = finetune(second, progress=False, log=lines.append)
+    assert lines[0].startswith("resumed")
+    assert resumed.test == reference.test
+    steps_a = json.loads((tmp_path / "a" / "tiny" / "steps.json").read_text())
+    steps_b = json.loads((tmp_path / "b" / "tiny" / "steps.json").read_text())
+    assert [r["loss/align"] for r in steps_a] == [r["loss/align"] for r in steps_b]
+
+
+def test_a_run_directory_of_another_recipe_is_left_alone(tmp_path):
+    run_dir = tmp_path / "tiny"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: tiny\nseed: 99\n")
+    (run_dir / "notes.txt").write_text("keep me")
+    config = FinetuneConfig.load(Path("configs/tiny.yaml"), [f"out_root={tmp_path}"])
+    with pytest.raises(ValueError, match="another recipe"):
+        finetune(config, progress=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "notes.txt"]
