@@ -12,7 +12,7 @@ def test_help_lists_the_subcommands(capsys):
 
 def test_console_script_runs_the_demo_end_to_end():
     result = subprocess.run(
-        [sys.executable, "-m", "meltr.cli.main", "demo", "--steps", "40"],
+        [sys.executable, "-m", "meltr.cli.main", "demo", "--toy", "--steps", "40"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -87,6 +87,16 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert 0 <= results["test"]["t2v/R@1"] <= 100 and results["metric"] == "t2v/R@1"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
 
+    analyze = subprocess.run(
+        [sys.executable, "-m", "meltr.cli.main", "analyze", str(run_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert analyze.returncode == 0, analyze.stderr[-2000:]
+    fig3 = (run_dir / "analysis" / "fig3.csv").read_text().splitlines()
+    assert fig3[0] == "task,loss,meltr,derivative" and len(fig3) == 1 + 8 * 61
+    fig4 = (run_dir / "analysis" / "fig4.csv").read_text().splitlines()
+    assert fig4[0].split(",")[:3] == ["epoch", "joint", "align"] and len(fig4) == 1 + 3
+    assert (run_dir / "analysis" / "fig3.png").stat().st_size > 10_000
+
 
 def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     base = [
@@ -115,6 +125,13 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     steps_a = json.loads((tmp_path / "a" / "tiny" / "steps.json").read_text())
     steps_b = json.loads((tmp_path / "b" / "tiny" / "steps.json").read_text())
     assert [r["loss/align"] for r in steps_a] == [r["loss/align"] for r in steps_b]
+
+
+def test_analyze_refuses_a_folder_that_is_not_a_run(tmp_path):
+    from meltr.analysis.figures import analyze_run
+
+    with pytest.raises(ValueError, match="not a finished meltr finetune run directory"):
+        analyze_run(tmp_path)
 
 
 def test_a_run_directory_of_another_recipe_is_left_alone(tmp_path):
