@@ -62,3 +62,21 @@ def plot_run(run_dir: str | Path, steps: Sequence[dict[str, Any]], tasks: Sequen
         plt.close(figure)
         written.append(folder / name)
     return written
+
+
+def plot_history(history: Sequence[dict[str, Any]], path: str | Path, title: str = "Pre-training") -> Path:
+    """Plot a pre-training history (``meltr pretrain``'s ``history.json``): every pretext loss against the step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tasks = [k for k in history[0] if k not in ("step", "lr", "total")] if history else []
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    steps = [row["step"] for row in history]
+    for task in tasks:
+        axis.plot(steps, [row[task] for row in history], label=task)
+    axis.set(xlabel="step", ylabel="loss (batch mean)", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -114,5 +114,9 @@ def run(args: argparse.Namespace) -> int:
         command="meltr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     (args.out / "history.json").write_text(json.dumps(result.history, indent=1))
+    if result.history:
+        from meltr.analysis.plots import plot_history
+
+        plot_history(result.history, args.out / "history.png", f"Pre-training {args.backbone} ({config.size})")
     print(f"wrote {path} and {args.out / 'history.json'}")
     return 0

@@ -20,6 +20,9 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide shipped checkpoints from other users
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
