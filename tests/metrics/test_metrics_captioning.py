@@ -146,9 +146,7 @@ def test_input_forms_agree():
     as_lists = caption_metrics(
         [HYPOTHESES[k] for k in keys], [REFERENCES[k] for k in keys], meteor=False, tokenizer="none"
     )
-    coco_style = caption_metrics(
-        {k: [v] for k, v in HYPOTHESES.items()}, REFERENCES, meteor=False, tokenizer="none"
-    )
+    coco_style = caption_metrics({k: [v] for k, v in HYPOTHESES.items()}, REFERENCES, meteor=False, tokenizer="none")
     assert as_dict == as_lists == coco_style
     one_string = caption_metrics(["a dog runs"], ["a dog runs fast"], meteor=False, tokenizer="none")
     one_list = caption_metrics(["a dog runs"], [["a dog runs fast"]], meteor=False, tokenizer="none")
@@ -176,9 +174,7 @@ def test_ptb_keeps_captions_aligned_across_line_breaks():
 
 
 def test_simple_and_none_tokenisers():
-    simple = caption_metrics(
-        ["A man, playing guitar!"], ["a man playing guitar"], meteor=False, tokenizer="simple"
-    )
+    simple = caption_metrics(["A man, playing guitar!"], ["a man playing guitar"], meteor=False, tokenizer="simple")
     assert simple.bleu_4 == pytest.approx(100.0, abs=1e-6)
     assert TOKENIZERS.get("simple")(["A T-shirt, the man's hat!"]) == ["a t-shirt the man's hat"]
     assert TOKENIZERS.get("none")([" a  b\n c "]) == ["a b c"]

@@ -174,9 +174,7 @@ def _align(
     hyp_is_map, ref_is_map = isinstance(hypotheses, Mapping), isinstance(references, Mapping)
     for name, value in (("hypotheses", hypotheses), ("references", references)):
         if isinstance(value, str) or not isinstance(value, Mapping | Sequence):
-            raise ValueError(
-                f"{name} must be a mapping id -> caption(s) or a list, got {type(value).__name__}"
-            )
+            raise ValueError(f"{name} must be a mapping id -> caption(s) or a list, got {type(value).__name__}")
         if len(value) == 0:
             raise ValueError(f"{name} is empty; the metric needs at least one caption")
     if hyp_is_map != ref_is_map:
@@ -274,10 +272,7 @@ def ptb_tokenize(sentences: list[str]) -> list[str]:
             f"{len(sentences)} captions): {finished.stderr.decode('utf-8', 'replace')[-500:]}"
         )
     punctuation = set(ptbtokenizer.PUNCTUATIONS)
-    return [
-        " ".join(token for token in line.split(" ") if token and token not in punctuation)
-        for line in output[:-1]
-    ]
+    return [" ".join(token for token in line.split(" ") if token and token not in punctuation) for line in output[:-1]]
 
 
 # ---------------------------------------------------------------------------------------------------- METEOR

@@ -122,9 +122,7 @@ def rank_queries(scores: ArrayLike, positives: ArrayLike, *, ties: str = "pessim
     score_matrix = to_numpy(scores)
     mask = to_numpy(positives)
     if score_matrix.ndim != 2 or 0 in score_matrix.shape:
-        raise ValueError(
-            f"scores must be a non-empty [queries, candidates] matrix, got shape {score_matrix.shape}"
-        )
+        raise ValueError(f"scores must be a non-empty [queries, candidates] matrix, got shape {score_matrix.shape}")
     if mask.shape != score_matrix.shape:
         raise ValueError(f"positives must have the shape of scores {score_matrix.shape}, got {mask.shape}")
     if mask.dtype != np.bool_:
@@ -208,9 +206,7 @@ def _check_tie_rule(ties: str) -> None:
         raise ValueError(f"unknown tie rule {ties!r}; choose one of: {', '.join(TIE_RULES)}")
 
 
-def _video_index(
-    video_of_text: Sequence[int] | ArrayLike | None, num_texts: int, num_videos: int
-) -> np.ndarray:
+def _video_index(video_of_text: Sequence[int] | ArrayLike | None, num_texts: int, num_videos: int) -> np.ndarray:
     if video_of_text is None:
         if num_texts != num_videos:
             raise ValueError(
@@ -220,17 +216,14 @@ def _video_index(
         return np.arange(num_texts)
     index = to_numpy(video_of_text)
     if index.ndim != 1 or index.size != num_texts:
-        raise ValueError(
-            f"video_of_text must give one video per row of sim ({num_texts}), got shape {index.shape}"
-        )
+        raise ValueError(f"video_of_text must give one video per row of sim ({num_texts}), got shape {index.shape}")
     if index.dtype == np.bool_ or not np.issubdtype(index.dtype, np.integer):
         raise ValueError(f"video_of_text must hold integer column indices, got dtype {index.dtype}")
     out_of_range = (index < 0) | (index >= num_videos)
     if out_of_range.any():
         first = int(np.argmax(out_of_range))
         raise ValueError(
-            f"video_of_text[{first}] = {int(index[first])} is not a column of sim "
-            f"(it has {num_videos} videos)"
+            f"video_of_text[{first}] = {int(index[first])} is not a column of sim (it has {num_videos} videos)"
         )
     return index.astype(np.int64)
 

@@ -99,9 +99,7 @@ def weighted_f1(predictions: ArrayLike, labels: ArrayLike) -> float:
     return float(total / num_samples)
 
 
-def sentiment_metrics(
-    predictions: ArrayLike, labels: ArrayLike, *, binary: str = "non-zero"
-) -> SentimentScores:
+def sentiment_metrics(predictions: ArrayLike, labels: ArrayLike, *, binary: str = "non-zero") -> SentimentScores:
     """BA, F1, MAE, Corr and Acc-7 of sentiment regression outputs (CMU-MOSI, Table 6 of MELTR).
 
     Args:
@@ -117,9 +115,7 @@ def sentiment_metrics(
             ``binary``; no non-zero label under ``binary="non-zero"``.
     """
     if binary not in BINARY_CONVENTIONS:
-        raise ValueError(
-            f"unknown binary convention {binary!r}; choose one of: {', '.join(BINARY_CONVENTIONS)}"
-        )
+        raise ValueError(f"unknown binary convention {binary!r}; choose one of: {', '.join(BINARY_CONVENTIONS)}")
     predicted = float_vector(predictions, "predictions")
     truth = float_vector(labels, "labels")
     num_samples = check_same_length(predictions=predicted, labels=truth)
@@ -128,8 +124,7 @@ def sentiment_metrics(
         kept = truth != 0
         if not kept.any():
             raise ValueError(
-                "labels are all 0: the 'non-zero' binary convention keeps no sample; "
-                "use binary='non-negative'"
+                "labels are all 0: the 'non-zero' binary convention keeps no sample; use binary='non-negative'"
             )
         predicted_positive, truth_positive = predicted[kept] > 0, truth[kept] > 0
     else:
