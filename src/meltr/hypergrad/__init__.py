@@ -6,9 +6,9 @@ from meltr.hypergrad.estimators import (
     ConjugateGradient,
     Identity,
     Neumann,
-    StocBiO,
     Unrolled,
     build_estimator,
+    stocbio,
 )
 from meltr.hypergrad.problem import MetaProblem, primary_objective, regulariser
 
@@ -19,9 +19,9 @@ __all__ = [
     "Identity",
     "MetaProblem",
     "Neumann",
-    "StocBiO",
     "Unrolled",
     "build_estimator",
     "primary_objective",
     "regulariser",
+    "stocbio",
 ]

@@ -66,37 +66,27 @@ class Neumann:
     Args:
         terms: number of Hessian-vector products (AuxiLearn: 3).
         lr: the series' step size.
+        fresh_batches: each Hessian-vector product on a fresh train-side batch (StocBiO, see :func:`stocbio`).
     """
 
     terms: int = 3
     lr: float = 0.1
+    fresh_batches: bool = False
 
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
-        q = _neumann_series(problem, v, self.terms, self.lr, fresh_batches=False)
+        q = _neumann_series(problem, v, self.terms, self.lr, fresh_batches=self.fresh_batches)
         return _subtract(direct, problem.mixed(q))
 
 
 @ESTIMATORS.register("stocbio")
-@dataclass(frozen=True)
-class StocBiO:
+def stocbio(terms: int = 3, lr: float = 0.1) -> Neumann:
     """StocBiO (Ji, Yang and Liang, "Bilevel Optimization: Convergence Analysis and Enhanced Design", ICML 2021).
 
     The Neumann series of :class:`Neumann`, but each Hessian-vector product on a fresh train-side batch, so that the
     estimate of ``H^-1`` averages over data; the mixed term uses the step's own train-side batch.
-
-    Args:
-        terms: number of Hessian-vector products, each on its own batch.
-        lr: the series' step size.
     """
-
-    terms: int = 3
-    lr: float = 0.1
-
-    def __call__(self, problem: MetaProblem) -> Params:
-        v, direct = problem.primary_gradients()
-        q = _neumann_series(problem, v, self.terms, self.lr, fresh_batches=True)
-        return _subtract(direct, problem.mixed(q))
+    return Neumann(terms, lr, fresh_batches=True)
 
 
 @ESTIMATORS.register("cg")
