@@ -1,0 +1,89 @@
+"""Parameter-efficient fine-tuning of the backbones: MSTA and its consistency constraint ``L_CC``.
+
+peft-like usage::
+
+    model = build_backbone("univl", size="tiny", vocab_size=tokenizer.vocab_size)
+    frozen = copy.deepcopy(model)
+    inject_msta(model, MSTAConfig(bottleneck_dim=8, first_block=-1))    # the backbone is frozen
+    print(trainable_parameters(model))
+    task = ConsistencyTask(model, frozen, tokenizer)                    # {backbone tasks} + {"consistency"}
+    save_adapter(model, "msta.pt"); load_adapter(fresh_model, "msta.pt")
+
+Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``).
+"""
+
+from meltr.adapters.base import (
+    ADAPTERS,
+    AdaptedBlock,
+    AdapterMergeError,
+    TrainableParameters,
+    adapted_blocks,
+    adapter_disabled,
+    adapter_parameter_names,
+    adapter_state_dict,
+    backbone_state_dict,
+    disable_adapter,
+    enable_adapter,
+    load_adapter,
+    merge_adapter,
+    save_adapter,
+    trainable_parameters,
+    unload_adapter,
+    unmerge_adapter,
+)
+from meltr.adapters.consistency import (
+    PROMPT_TEMPLATE,
+    WORLD_DESCRIPTIONS,
+    ClassDescriptions,
+    ConsistencyTask,
+    class_descriptions,
+    class_name,
+    class_prompts,
+    consistency_loss,
+)
+from meltr.adapters.msta import (
+    BACKBONE_LAYOUTS,
+    MSTA,
+    BackboneLayout,
+    EncoderSite,
+    MSTAConfig,
+    TokenLayout,
+    inject_msta,
+    msta_config_help,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "BACKBONE_LAYOUTS",
+    "MSTA",
+    "PROMPT_TEMPLATE",
+    "WORLD_DESCRIPTIONS",
+    "AdaptedBlock",
+    "AdapterMergeError",
+    "BackboneLayout",
+    "ClassDescriptions",
+    "ConsistencyTask",
+    "EncoderSite",
+    "MSTAConfig",
+    "TokenLayout",
+    "TrainableParameters",
+    "adapted_blocks",
+    "adapter_disabled",
+    "adapter_parameter_names",
+    "adapter_state_dict",
+    "backbone_state_dict",
+    "class_descriptions",
+    "class_name",
+    "class_prompts",
+    "consistency_loss",
+    "disable_adapter",
+    "enable_adapter",
+    "inject_msta",
+    "load_adapter",
+    "merge_adapter",
+    "msta_config_help",
+    "save_adapter",
+    "trainable_parameters",
+    "unload_adapter",
+    "unmerge_adapter",
+]
