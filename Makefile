@@ -34,6 +34,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/world.py
 	$(BIN)/python benchmarks/hypergrad.py
 
 clean:
