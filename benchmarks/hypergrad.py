@@ -1,0 +1,222 @@
+"""Efficiency of MELTR's hypergradients: meltr's estimators x backends, the official three-call algorithm, Betty and
+TorchOpt, on the UniVL-style backbone; Table 8 of MELTR as overhead per epoch; a sweep over model size.
+
+    python benchmarks/hypergrad.py          # the full benchmark (~30 min on 2 cores) -> docs/hypergrad-benchmark.md
+    python benchmarks/hypergrad.py --quick  # a ~2-minute smoke version on a small backbone (same code paths)
+
+The script creates ``.bench-venv`` in the repository root on first use (torch, TorchOpt, Betty: the pins of
+``benchmarks/requirements-peers.txt``; meltr from ``src`` on ``PYTHONPATH``) and runs every measurement in its own
+process of that environment (``benchmarks/_hypergrad_worker.py``). Times are medians of per-round ratios to the
+plain multi-task training step measured in the same process, the two interleaved; peak memory is the rise of
+``VmHWM`` over the process's resident set after setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_VENV = ROOT / ".bench-venv"
+PYTHON = BENCH_VENV / "bin" / "python"
+WORKER = ROOT / "benchmarks" / "_hypergrad_worker.py"
+REQUIREMENTS = ROOT / "benchmarks" / "requirements-peers.txt"
+DOC = ROOT / "docs" / "hypergrad-benchmark.md"
+
+ESTIMATORS = ("identity", "neumann", "cg", "unrolled", "stocbio")
+BACKENDS = ("double_backward", "jvp", "finite_difference")
+PEERS = ("betty:darts", "betty:neumann", "betty:cg", "torchopt:neumann", "torchopt:cg")
+EXPENSIVE = ("neumann", "cg", "stocbio")
+
+FULL = {
+    "batch": 32,
+    "size": {},  # the default UniVL-style backbone (3.8M parameters)
+    "rounds": 3,
+    "expensive_rounds": 2,
+    "epoch_steps": 15,
+    "meta_every": 3,
+    "accuracy_batch": 8,
+    "sweep_batch": 8,
+    "sweep_rounds": 2,
+    "sweep": [
+        {"dim": 96, "num_heads": 4, "ff_dim": 384, "text_layers": 2, "video_layers": 1, "cross_layers": 2,
+         "decoder_layers": 2},
+        {},
+        {"dim": 384, "num_heads": 6, "ff_dim": 1536},
+        {"dim": 512, "num_heads": 8, "ff_dim": 2048, "text_layers": 3, "cross_layers": 3, "decoder_layers": 3},
+        {"dim": 768, "num_heads": 12, "ff_dim": 3072, "text_layers": 4, "cross_layers": 4, "decoder_layers": 4},
+    ],
+    "sweep_methods": ["official", "meltr:identity:jvp", "meltr:identity:finite_difference"],
+}  # fmt: skip
+SMALL = {"dim": 64, "num_heads": 4, "ff_dim": 256, "text_layers": 1, "video_layers": 1, "cross_layers": 1,
+         "decoder_layers": 1}  # fmt: skip
+QUICK = {
+    **FULL,
+    "batch": 8,
+    "size": SMALL,
+    "rounds": 2,
+    "expensive_rounds": 1,
+    "epoch_steps": 6,
+    "accuracy_batch": 4,
+    "sweep_batch": 4,
+    "sweep_rounds": 1,
+    "sweep": [{**SMALL, "dim": 32, "num_heads": 2, "ff_dim": 128}, SMALL],
+    "sweep_methods": ["official", "meltr:identity:jvp"],
+    "smoke": True,  # Hessian-based estimators with the jvp backend only, three epochs
+}
+FD_SCALES = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+
+
+# -- environment ---------------------------------------------------------------------------------------------------
+def ensure_bench_venv() -> None:
+    """Create ``.bench-venv`` with the peers' pinned versions (once; a stamp records the requirements used)."""
+    stamp = BENCH_VENV / ".installed"
+    wanted = REQUIREMENTS.read_text()
+    if stamp.exists() and stamp.read_text() == wanted and PYTHON.exists():
+        return
+    print(f"creating {BENCH_VENV} (torch, TorchOpt, Betty; a few minutes, once)", flush=True)
+    if not PYTHON.exists():
+        venv.create(BENCH_VENV, with_pip=True)
+    (BENCH_VENV / ".gitignore").write_text("*\n")  # nothing of it belongs in git
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
+    # Betty 0.2.1 declares an old Python bound and would pull its own torch; it runs as is with torch 2.13.
+    subprocess.run([*pip, "--no-deps", "--ignore-requires-python", "betty-ml==0.2.1"], check=True)
+    stamp.write_text(wanted)
+
+
+def run_job(job: dict, threads: int, log) -> dict:
+    """One measurement in a fresh process of the benchmark environment."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONWARNINGS"] = "ignore"
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(PYTHON), str(WORKER), json.dumps({**job, "threads": threads})],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    label = f"{job['kind']:<8} {job.get('method', '')} {job.get('size', '') or ''}".rstrip()
+    if done.returncode != 0 or not lines:
+        print(f"  FAILED {label}\n{done.stderr[-3000:]}", flush=True)
+        log.write(json.dumps({"job": job, "error": done.stderr[-3000:]}) + "\n")
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no result"}
+    result = json.loads(lines[-1][len("RESULT ") :])
+    print(f"  {time.perf_counter() - start:6.1f}s  {label}", flush=True)
+    log.write(json.dumps({"job": job, "result": result}) + "\n")
+    log.flush()
+    return result
+
+
+# -- the plan ------------------------------------------------------------------------------------------------------
+def grid_methods() -> list[str]:
+    methods = ["official"]
+    for estimator in ESTIMATORS:
+        methods += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
+    methods += ["meltr:identity:jvp:last1", "meltr:identity:double_backward:last1"]
+    return methods + list(PEERS)
+
+
+def accuracy_methods() -> tuple[list[str], list[str]]:
+    """(float32 methods, float64 references)."""
+    float32 = ["official"]
+    for estimator in ("identity", "neumann", "cg", "unrolled"):
+        float32 += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
+    float32 += [f"fd_scale:{scale:g}" for scale in FD_SCALES] + list(PEERS)
+    references = [f"meltr:{e}:double_backward" for e in ("identity", "neumann", "cg", "unrolled")]
+    return float32, [*references, "nodirect:identity:double_backward", "plaincg"]
+
+
+def run_all(config: dict, threads: int, raw_path: Path) -> dict:
+    results: dict = {"config": config, "threads": threads, "grid": {}, "epoch": {}, "sweep": [], "accuracy": {}}
+    results["load_before"] = os.getloadavg()
+    results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    start = time.perf_counter()
+    with open(raw_path.with_suffix(".log.jsonl"), "w") as log:
+        print("meta steps on the reference backbone", flush=True)
+        for method in grid_methods():
+            if config.get("smoke") and method.split(":")[1:2] in (["neumann"], ["cg"], ["stocbio"], ["unrolled"]):
+                if ":jvp" not in method:
+                    continue
+            rounds = config["expensive_rounds"] if any(f":{e}" in method for e in EXPENSIVE) else config["rounds"]
+            if method.startswith(("betty:neumann", "betty:cg", "torchopt")):
+                rounds = config["expensive_rounds"]
+            job = {"kind": "time", "method": method, "batch": config["batch"], "size": config["size"]}
+            results["grid"][method] = run_job({**job, "rounds": rounds}, threads, log)
+
+        print("accuracy against float64", flush=True)
+        float32, references = accuracy_methods()
+        out = raw_path.parent / "accuracy"
+        common = {"kind": "accuracy", "batch": config["accuracy_batch"], "size": config["size"]}
+        results["accuracy_stats"] = run_job({**common, "methods": float32, "out": str(out) + "-32.pt"}, threads, log)
+        run_job({**common, "methods": references, "out": str(out) + "-64.pt", "float64": True}, threads, log)
+        results["accuracy_files"] = [str(out) + "-32.pt", str(out) + "-64.pt"]  # compared by the report
+
+        print("epochs (Table 8)", flush=True)
+        epoch_methods = [f"meltr:{e}:jvp" for e in ESTIMATORS]
+        epoch_methods += ["meltr:identity:double_backward", "meltr:identity:jvp:last1"]
+        if config.get("smoke"):
+            epoch_methods = epoch_methods[:2]
+        for method in epoch_methods:
+            job = {"kind": "epoch", "method": method, "batch": config["batch"], "size": config["size"]}
+            job.update(steps=config["epoch_steps"], meta_every=config["meta_every"])
+            results["epoch"][method] = run_job(job, threads, log)
+
+        print("size sweep", flush=True)
+        for size in config["sweep"]:
+            row = {"size": size, "methods": {}}
+            for method in config["sweep_methods"]:
+                job = {"kind": "time", "method": method, "batch": config["sweep_batch"], "size": size}
+                row["methods"][method] = run_job({**job, "rounds": config["sweep_rounds"]}, threads, log)
+            results["sweep"].append(row)
+    results["load_after"] = os.getloadavg()
+    results["wall_s"] = time.perf_counter() - start
+    raw_path.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run on a small backbone")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads per measurement (default 1: on a shared 2-core machine two OpenMP threads stall at "
+        "every parallel region while another process holds a core, and the ratios then measure the neighbours)",
+    )
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last raw results")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="Markdown report (default docs/hypergrad-benchmark.md)"
+    )
+    args = parser.parse_args()
+    results_dir = BENCH_VENV / "results"
+    # The smoke run's report stays out of docs/: its numbers are for a toy backbone.
+    output = args.output or (results_dir / "quick.md" if args.quick else DOC)
+    raw_path = results_dir / ("quick.json" if args.quick else "full.json")
+
+    ensure_bench_venv()  # every measurement runs in a subprocess of .bench-venv; this process plans and reports
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        json.loads(raw_path.read_text())  # fails early without a previous run
+    else:
+        run_all(QUICK if args.quick else FULL, args.threads, raw_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")]))
+    subprocess.run(
+        [str(PYTHON), str(ROOT / "benchmarks" / "_hypergrad_report.py"), str(raw_path), str(output)],
+        check=True,
+        env=env,
+    )
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
