@@ -3,8 +3,8 @@
 ``double_backward`` is the reference (the official three-call computation); ``jvp`` is exact, so it must agree to
 float32 rounding (1e-5 relative); ``finite_difference`` carries an O(e^2) truncation error plus float32 rounding
 divided by the step. With the step ``||e v|| = 1e-5 ||w||`` it reaches 1e-3 on UniVL; on Violet and All-in-one the
-rounding floor of float32 is a little higher (about 1.5e-3), hence their looser bound. The shipped default
-``fd_scale=1e-3`` is far too coarse on these backbones (relative error 0.5-0.9, see docs/hypergrad-benchmark.md).
+rounding floor of float32 is a little higher (about 1.5e-3), hence their looser bound. A step of
+``fd_scale=1e-3`` (the first default) is far too coarse on these backbones (relative error 0.5-0.9, see docs/hypergrad-benchmark.md).
 
 Each backbone draws random masks and negatives, which ``MetaProblem`` replays from one seed per batch: the agreement
 depends on it, and the last tests show that it fails without it.
@@ -31,7 +31,7 @@ from meltr.models import BACKBONES, build_backbone
 
 TOLERANCE = {"jvp": 1e-5, "finite_difference": 1e-3}
 FD_TOLERANCE = {"univl": 1e-3, "violet": 5e-3, "allinone": 5e-3}
-FD_SCALE = 1e-5  # ||e v|| / ||w||; the default 1e-3 leaves the linear regime of these losses
+FD_SCALE = 1e-5  # ||e v|| / ||w||, the default; 1e-3 leaves the linear regime of these losses
 
 
 class BatchMeans(nn.Module):
@@ -135,8 +135,8 @@ def test_agreement_fails_without_the_replayed_masks(backend):
     assert relative_error(terms[backend], terms["double_backward"]) > 10 * TOLERANCE[backend]
 
 
-def test_the_default_finite_difference_step_is_too_coarse():
-    """The shipped default ``fd_scale=1e-3`` leaves the linear regime: the tolerance above is not vacuous."""
+def test_a_coarse_finite_difference_step_fails_the_tolerance():
+    """``fd_scale=1e-3`` leaves the linear regime: the tolerance above is not vacuous."""
     problem = make_problem("univl", per_sample=True)
     with sdpa_kernel(SDPBackend.MATH):
         vector, _ = problem.primary_gradients()

@@ -159,7 +159,7 @@ class AuxiliaryLearner:
         clip_norm: float | None = 50.0,
         on_nonfinite: Literal["skip", "raise"] = "skip",
         hypergrad_scope: Sequence[str] | None = None,
-        fd_scale: float = 1e-3,
+        fd_scale: float = 1e-5,
         track_sensitivity: bool = True,
         seed: int = 0,
     ) -> None:

@@ -78,7 +78,7 @@ class MetaProblem:
     sample_train_batch: Callable[[], Any] | None = None
     reduce: Reduce = _no_reduce
     lookahead_lr: float = 1e-3
-    fd_scale: float = 1e-3
+    fd_scale: float = 1e-5
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
