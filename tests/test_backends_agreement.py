@@ -4,7 +4,8 @@
 float32 rounding (1e-5 relative); ``finite_difference`` carries an O(e^2) truncation error plus float32 rounding
 divided by the step. With the step ``||e v|| = 1e-5 ||w||`` it reaches 1e-3 on UniVL; on Violet and All-in-one the
 rounding floor of float32 is a little higher (about 1.5e-3), hence their looser bound. A step of
-``fd_scale=1e-3`` (the first default) is far too coarse on these backbones (relative error 0.5-0.9, see docs/hypergrad-benchmark.md).
+``fd_scale=1e-3`` (the first default) is far too coarse on these backbones (relative error 0.5-0.9, see
+docs/hypergrad-benchmark.md).
 
 Each backbone draws random masks and negatives, which ``MetaProblem`` replays from one seed per batch: the agreement
 depends on it, and the last tests show that it fails without it.
