@@ -216,3 +216,29 @@ def test_meltr_beats_equal_weights_and_learns_which_task_hurts(estimator):
         result = run("meltr", hypergrad=estimator, seed=0)
     assert result["primary_test_loss"] < 0.75 * baseline["primary_test_loss"]
     assert result["sensitivity"]["harmful"] < result["sensitivity"]["helpful"]
+
+
+@pytest.mark.parametrize("backend", ["jvp", "finite_difference", "double_backward"])
+def test_a_module_shared_by_two_parents_stays_shared_after_a_meta_step(backend):
+    """Functional evaluation at other weights must not untie a shared module (e.g. an adapter's shared bottleneck)."""
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            shared = torch.nn.Linear(3, 3)
+            self.left, self.right = torch.nn.Sequential(shared), torch.nn.Sequential(shared)
+
+        def forward(self, batch):
+            return {"a": self.left(batch).pow(2).mean(1), "b": (self.right(batch) - 1).pow(2).mean(1)}
+
+    torch.manual_seed(0)
+    model = Shared()
+    combiner = build_combiner("learned_linear", ("a", "b"))
+    learner = AuxiliaryLearner(
+        model, combiner, torch.optim.SGD(model.parameters(), lr=0.1), meta_every=1, backend=backend
+    )
+    before = list(model.parameters())
+    learner.step(torch.randn(4, 3))
+    after = list(model.parameters())
+    assert len(after) == len(before) and all(a is b for a, b in zip(after, before, strict=True))
+    assert all(isinstance(p, torch.nn.Parameter) for p in after)

@@ -151,7 +151,7 @@ class AuxiliaryLearner:
         gamma: float = 0.1,
         hypergrad: str = "identity",
         hypergrad_options: Mapping[str, Any] | None = None,
-        backend: str = "double_backward",
+        backend: str = "jvp",
         meta_source: Literal["replay", "split"] = "replay",
         meta_data: Iterable[Any] | None = None,
         replay_size: int = 10,

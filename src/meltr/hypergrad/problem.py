@@ -87,6 +87,15 @@ class MetaProblem:
         if missing:
             raise ValueError(f"hypergradient scope names unknown parameters: {missing[:5]}")
         self.params: Params = [named[n] for n in self.param_names]
+        # One name per storage slot (module, attribute) of every scoped parameter. A parameter reached under two
+        # names, as a module shared by two parents (an adapter's shared bottleneck) is, has one slot: naming it twice
+        # makes functional_call swap the slot twice and restore the wrong tensor, which unties the module.
+        slots: dict[int, dict[tuple[int, str], str]] = {}
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            path, _, attribute = name.rpartition(".")
+            module = self.model.get_submodule(path)
+            slots.setdefault(id(parameter), {}).setdefault((id(module), attribute), name)
+        self._aliases = [list(slots[id(p)].values()) for p in self.params]
         self.meta_params: Params = self.combiner.meta_parameters()
         # Every forward pass of one batch replays the same random stream, so that the random masks of a backbone's
         # pretext losses are identical across the several passes an estimator makes over that batch.
@@ -108,7 +117,8 @@ class MetaProblem:
             if params is None:
                 out = self.model(batch)
             else:
-                out = functional_call(self.model, dict(zip(self.param_names, params, strict=True)), (batch,))
+                replaced = {name: value for names, value in zip(self._aliases, params, strict=True) for name in names}
+                out = functional_call(self.model, replaced, (batch,), tie_weights=False)
         return stack_task_losses(out, self.combiner.tasks)
 
     def aux_gradient(self, batch: Any | None = None, create_graph: bool = True) -> Params:

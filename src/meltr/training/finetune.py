@@ -53,7 +53,7 @@ class FinetuneConfig:
     )
     hypergrad: str = help_field("Hypergradient estimator: identity, neumann, cg, unrolled, stocbio.", "identity")
     hypergrad_options: dict[str, Any] = help_field("Options of the estimator.", factory=dict)
-    backend: str = help_field("Mixed-term backend (meltr.hypergrad.BACKENDS).", "double_backward")
+    backend: str = help_field("Mixed-term backend (meltr.hypergrad.BACKENDS).", "jvp")
     meta_source: str = help_field(
         "Meta batches: replay (buffer of training batches) or split (the meta split).", "replay"
     )
