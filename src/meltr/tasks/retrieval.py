@@ -11,6 +11,9 @@ from meltr.tasks.base import TASKS, TaskModel
 
 # The primary loss per backbone, as the paper (Sec. 5): Align for UniVL, VTM for Violet, VTC for All-in-one.
 PRIMARY = {"univl": "align", "violet": "vtm", "allinone": "vtc"}
+# Matching losses scored by the cross encoder: a retrieval model fine-tuned on one ranks with ``match_score``
+# (Table 1's UniVL-Joint).
+PAIRWISE_PRIMARY = {"univl": "joint", "violet": "vtm", "allinone": "vtm"}
 
 
 @TASKS.register("retrieval")
@@ -24,20 +27,29 @@ class Retrieval(TaskModel):
     Args:
         backbone: the backbone.
         backbone_name: ``univl``, ``violet`` or ``allinone``.
-        scoring: ``dual`` or ``pairwise`` (default: ``pairwise`` for Violet, else ``dual``).
+        scoring: ``dual`` or ``pairwise`` (default: ``pairwise`` when the primary loss is a matching loss, as
+            Violet's VTM or UniVL's Joint, else ``dual``).
+        primary: the primary loss (default: :data:`PRIMARY`'s); any of the backbone's tasks, e.g. ``joint`` for
+            Table 1's UniVL-Joint.
     """
 
     name = "retrieval"
     metric = "t2v/R@1"
 
-    def __init__(self, backbone, backbone_name: str, scoring: str | None = None) -> None:
+    def __init__(self, backbone, backbone_name: str, scoring: str | None = None, primary: str | None = None) -> None:
         super().__init__(backbone, backbone_name)
-        if backbone_name not in PRIMARY:
+        if primary is None and backbone_name not in PRIMARY:
             raise ValueError(
                 f"retrieval: no primary loss known for backbone {backbone_name!r}; known: {sorted(PRIMARY)}"
             )
-        self.primary_task = PRIMARY[backbone_name]
-        self.scoring = scoring or ("pairwise" if backbone_name == "violet" else "dual")
+        self.primary_task = primary or PRIMARY[backbone_name]
+        if self.primary_task not in self.tasks:
+            raise ValueError(
+                f"retrieval: primary {self.primary_task!r} is not a task of {backbone_name}; choose from "
+                f"{list(self.tasks)}"
+            )
+        pairwise = self.primary_task == PAIRWISE_PRIMARY.get(backbone_name)
+        self.scoring = scoring or ("pairwise" if pairwise else "dual")
         if self.scoring not in ("dual", "pairwise"):
             raise ValueError(f"retrieval: scoring must be 'dual' or 'pairwise', got {self.scoring!r}")
 

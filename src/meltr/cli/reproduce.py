@@ -1,0 +1,61 @@
+"""``meltr reproduce <table>``: one of MELTR's Tables 1-7 in miniature on the synthetic world.
+
+    meltr reproduce 7                      # Table 7: manual schemes (A)-(E) vs MELTR, 3 seeds
+    meltr reproduce 1 --seeds 0 1 2 3 4    # more seeds
+    meltr reproduce 2 --set epochs=3       # change the miniature recipe for every run of the table
+    meltr reproduce --list                 # what each table covers
+
+Every run is a ``meltr finetune`` run directory under ``--runs`` (a finished run of the same recipe is reused, an
+interrupted one resumes); the table goes to ``--out`` as ``table<N>.md`` and ``table<N>.csv`` and is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="rebuild one of MELTR's Tables 1-7 in miniature (mean +- std over seeds, Markdown + CSV)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("table", nargs="?", help="table number, 1-7")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE", help="recipe changes")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/reproduce"), help="run directories (default: %(default)s)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="where table<N>.md/.csv go (default: --runs)")
+    parser.add_argument("--list", action="store_true", help="list the tables and their rows")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from meltr.reproduce import get_table, run_table, write
+
+    if args.list:
+        for number in range(1, 8):
+            table = get_table(number)
+            rows = ", ".join(dict.fromkeys(row.label for row in table.rows))
+            print(f"{number}: {table.title}\n   rows: {rows}")
+        return 0
+    if args.table is None:
+        print("meltr reproduce: give a table number (1-7) or --list", file=sys.stderr)
+        return 2
+    command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
+    try:
+        outcome = run_table(args.table, args.seeds, args.runs, args.settings, log=tqdm.write)
+        markdown, csv_path = write(outcome, args.out or args.runs, command=command)
+    except ValueError as error:
+        print(f"meltr reproduce: {error}", file=sys.stderr)
+        return 2
+    print(markdown.read_text())
+    print(f"written: {markdown}, {csv_path}")
+    return 0
