@@ -236,10 +236,11 @@ def meltr_meta_step(setup: Setup, method: str) -> Callable[[], Any]:
 
 
 def meltr_hypergradient(
-    setup: Setup, method: str, fd_scale: float = 1e-3, direct_term: bool = True, stats: dict | None = None
+    setup: Setup, method: str, fd_scale: float | None = None, direct_term: bool = True, stats: dict | None = None
 ) -> list:
     """The hypergradient of a meltr estimator x backend on the setup's batches (no meta step taken); ``stats``
-    receives the estimator's statistics and the number of Hessian-vector products."""
+    receives the estimator's statistics and the number of Hessian-vector products. ``fd_scale=None`` keeps
+    ``MetaProblem``'s default step."""
     estimator, backend, scope = parse_meltr(method)
     names = select_parameters(setup.model, None if scope is None else last_blocks(setup.model, scope))
     problem = FixedSeeds(
@@ -253,7 +254,7 @@ def meltr_hypergradient(
         backend=backend,
         sample_train_batch=lambda: setup.batches[2],
         lookahead_lr=INNER_LR,
-        fd_scale=fd_scale,
+        **({} if fd_scale is None else {"fd_scale": fd_scale}),
     )
     problem.setup = setup
     with sdpa_kernel(SDPBackend.MATH):
