@@ -34,10 +34,10 @@ from meltr.adapters import (
     unmerge_adapter,
 )
 
-OPTIONS = {"msta": {"bottleneck_dim": 4}}
+OPTIONS = {"msta": {"bottleneck_dim": 4}, "adaptformer": {"bottleneck_dim": 4, "init": "kaiming"}}
 """Small options of every adapter for the battery."""
 
-IDENTITY_INIT = {"msta": {"init": "zero_up"}}
+IDENTITY_INIT = {"msta": {"init": "zero_up"}, "adaptformer": {"init": "zero_up"}}
 """Options under which each adapter starts exactly at the frozen backbone."""
 
 CASES = [(adapter, backbone) for adapter in ADAPTERS.names() for backbone in BACKBONE_NAMES]

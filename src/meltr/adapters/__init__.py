@@ -9,9 +9,13 @@ peft-like usage::
     task = ConsistencyTask(model, frozen, tokenizer)                    # {backbone tasks} + {"consistency"}
     save_adapter(model, "msta.pt"); load_adapter(fresh_model, "msta.pt")
 
-Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``).
+Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``): ``msta`` and ``adaptformer``
+(a small module of meltr, as peft has none). The LoRA baseline is peft's own (``inject_lora``, an optional
+dependency imported only when called: ``pip install 'meltr[peft]'``). ``meltr.adapters.experiment`` is the
+base-to-novel experiment of the paper (``meltr adapt``).
 """
 
+from meltr.adapters.adaptformer import AdaptFormerConfig, AdaptMLP, inject_adaptformer
 from meltr.adapters.base import (
     ADAPTERS,
     AdaptedBlock,
@@ -41,6 +45,14 @@ from meltr.adapters.consistency import (
     class_prompts,
     consistency_loss,
 )
+from meltr.adapters.lora import (
+    LORA_ADAPTER_NAME,
+    LoRAConfig,
+    inject_lora,
+    lora_parameter_names,
+    lora_target_names,
+    require_peft,
+)
 from meltr.adapters.msta import (
     BACKBONE_LAYOUTS,
     MSTA,
@@ -55,15 +67,19 @@ from meltr.adapters.msta import (
 __all__ = [
     "ADAPTERS",
     "BACKBONE_LAYOUTS",
+    "LORA_ADAPTER_NAME",
     "MSTA",
     "PROMPT_TEMPLATE",
     "WORLD_DESCRIPTIONS",
+    "AdaptFormerConfig",
+    "AdaptMLP",
     "AdaptedBlock",
     "AdapterMergeError",
     "BackboneLayout",
     "ClassDescriptions",
     "ConsistencyTask",
     "EncoderSite",
+    "LoRAConfig",
     "MSTAConfig",
     "TokenLayout",
     "TrainableParameters",
@@ -78,10 +94,15 @@ __all__ = [
     "consistency_loss",
     "disable_adapter",
     "enable_adapter",
+    "inject_adaptformer",
+    "inject_lora",
     "inject_msta",
     "load_adapter",
+    "lora_parameter_names",
+    "lora_target_names",
     "merge_adapter",
     "msta_config_help",
+    "require_peft",
     "save_adapter",
     "trainable_parameters",
     "unload_adapter",
