@@ -31,7 +31,7 @@ from backbone_helpers import VOCAB_SIZE, random_batch
 from meltr.models import BACKBONES, build_backbone
 
 TOLERANCE = {"jvp": 1e-5, "finite_difference": 1e-3}
-FD_TOLERANCE = {"univl": 1e-3, "violet": 5e-3, "allinone": 5e-3}
+FD_TOLERANCE = {"univl": 1e-3, "violet": 5e-3, "allinone": 5e-3, "vatt": 1e-3}
 FD_SCALE = 1e-5  # ||e v|| / ||w||, the default; 1e-3 leaves the linear regime of these losses
 
 

@@ -97,8 +97,9 @@ def test_edge_batches_stay_finite(backbone_name):
     for edge in (single, one_clip, bare):
         for task, loss in losses_of(model, edge).items():
             assert torch.isfinite(loss).all() and (loss >= 0).all(), task
-    masked_language = {"univl": "cmlm", "violet": "mlm", "allinone": "mlm"}[backbone_name]
-    assert losses_of(model, bare)[masked_language].eq(0).all()
+    masked_language = {"univl": "cmlm", "violet": "mlm", "allinone": "mlm"}.get(backbone_name)  # vatt has none
+    if masked_language is not None:
+        assert losses_of(model, bare)[masked_language].eq(0).all()
 
 
 def test_a_float64_model_reads_a_float32_batch(backbone_name, batch):

@@ -23,12 +23,12 @@ from meltr.models import (
 from meltr.models.layers import patchify
 
 
-def test_the_three_backbones_are_registered():
-    assert BACKBONES.names() == ["allinone", "univl", "violet"]
+def test_the_four_backbones_are_registered():
+    assert BACKBONES.names() == ["allinone", "univl", "vatt", "violet"]
 
 
 def test_unknown_names_sizes_and_fields_fail_with_the_fix():
-    with pytest.raises(KeyError, match="allinone, univl, violet"):
+    with pytest.raises(KeyError, match="allinone, univl, vatt, violet"):
         build_backbone("clip", vocab_size=VOCAB_SIZE)
     with pytest.raises(KeyError, match="default, tiny"):
         build_backbone("univl", "huge", vocab_size=VOCAB_SIZE)

@@ -53,7 +53,7 @@ def test_the_schedule_warms_up_then_decays_to_a_tenth():
 
 
 def test_bad_recipes_fail_with_the_fix(world):
-    with pytest.raises(KeyError, match="allinone, univl, violet"):
+    with pytest.raises(KeyError, match="allinone, univl, vatt, violet"):
         PretrainConfig(backbone="bert")
     with pytest.raises(ValueError, match="batch_size"):
         pretrain(PretrainConfig(size="tiny", batch_size=64), world, log=None)

@@ -1,7 +1,7 @@
 """Reference video-language backbones that expose their pretext losses (the backbone contract).
 
-Three small, from-scratch stand-ins for the foundation models MELTR fine-tunes (Sec. 5 of MELTR),
-registered in :data:`BACKBONES`:
+Small, from-scratch stand-ins for the foundation models MELTR fine-tunes (Sec. 5 of MELTR) and for the
+modality-agnostic VATT of gradient harmonisation (Wu et al., NeurIPS 2022), registered in :data:`BACKBONES`:
 
 ==========  =====================================================================================
 name        tasks (``forward(batch)`` -> ``{task: [B] loss}``)
@@ -9,6 +9,7 @@ name        tasks (``forward(batch)`` -> ``{task: [B] loss}``)
 univl       joint, align, cmlm, cmfm, decoder, m_joint, m_align, m_decoder
 violet      vtm, mlm, mvm
 allinone    vtm, mlm, vtc
+vatt        cma_va, cma_vt (video, audio and text through one shared transformer)
 ==========  =====================================================================================
 
 ``build_backbone("univl", size="tiny", vocab_size=...)`` builds one. Each backbone also offers
@@ -34,6 +35,7 @@ from meltr.models.masking import (
     sample_positions,
 )
 from meltr.models.univl import UNIVL_TASKS, UniVL, UniVLConfig
+from meltr.models.vatt import VATT_TASKS, Vatt, VattConfig
 from meltr.models.violet import VIOLET_TASKS, PatchQuantizer, Violet, VioletConfig
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
@@ -58,6 +60,7 @@ __all__ = [
     "SIZES",
     "UNIVL_TASKS",
     "UNK_ID",
+    "VATT_TASKS",
     "VIOLET_TASKS",
     "AllInOne",
     "AllInOneConfig",
@@ -67,6 +70,8 @@ __all__ = [
     "TransformerBlock",
     "UniVL",
     "UniVLConfig",
+    "Vatt",
+    "VattConfig",
     "Violet",
     "VioletConfig",
     "attention",
