@@ -181,6 +181,22 @@ def patchify(video: Tensor, patch_size: int) -> Tensor:
     return patches.permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, frames, rows * cols, channels * patch_size**2)
 
 
+def check_video_shape(video: Tensor, channels: int, image_size: int, max_frames: int) -> int:
+    """Raise a ``ValueError`` with the fix unless ``video`` is ``[B, F, channels, image_size, image_size]`` with
+    ``F <= max_frames``; return ``F``."""
+    _, frames, got_channels, height, width = video.shape
+    if (got_channels, height, width) != (channels, image_size, image_size):
+        raise ValueError(
+            f"frames are {got_channels}x{height}x{width} but the backbone was built for "
+            f"{channels}x{image_size}x{image_size}; pass image_size={height} (and channels=) to build_backbone"
+        )
+    if frames > max_frames:
+        raise ValueError(
+            f"clips have {frames} frames, more than max_frames={max_frames}; pass max_frames={frames} to build_backbone"
+        )
+    return frames
+
+
 class PatchEmbedding(nn.Module):
     """Frames to patch tokens: a linear map of every ``p x p`` patch plus spatial and temporal positions.
 
@@ -208,18 +224,7 @@ class PatchEmbedding(nn.Module):
         Where ``masked`` ``[B, F, P]`` is True the patch's projection is replaced by ``mask_token`` ``[d]``
         before the positions are added (BEiT's and Violet's masked visual modelling).
         """
-        _, frames, channels, height, width = video.shape
-        if (channels, height, width) != (self.channels, self.image_size, self.image_size):
-            raise ValueError(
-                f"frames are {channels}x{height}x{width} but the backbone was built for "
-                f"{self.channels}x{self.image_size}x{self.image_size}; pass image_size={height} "
-                "(and channels=) to build_backbone"
-            )
-        if frames > self.temporal_position.shape[0]:
-            raise ValueError(
-                f"clips have {frames} frames, more than max_frames={self.temporal_position.shape[0]}; "
-                f"pass max_frames={frames} to build_backbone"
-            )
+        frames = check_video_shape(video, self.channels, self.image_size, self.temporal_position.shape[0])
         tokens = self.projection(patchify(video * 2.0 - 1.0, self.patch_size))
         if masked is not None:
             tokens = torch.where(masked[..., None], mask_token, tokens)

@@ -37,7 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meltr.models.base import BACKBONES, check_positive, check_probability, help_field, preset_config, require
-from meltr.models.layers import TextEmbedding, Transformer, init_weights, masked_mean, patchify
+from meltr.models.layers import (
+    TextEmbedding,
+    Transformer,
+    check_video_shape,
+    init_weights,
+    masked_mean,
+    patchify,
+)
 from meltr.surgery.losses import info_nce, mil_nce
 
 VATT_TASKS: tuple[str, ...] = ("cma_va", "cma_vt")
@@ -174,17 +181,8 @@ class Vatt(nn.Module):
     def _video_tokens(self, video: Tensor) -> Tensor:
         """``[B, F, C, H, W]`` pixels in [0, 1] -> ``[B, (F/t) P, d]`` tubelet tokens with positions."""
         c = self.config
-        batch, frames, channels, height, width = video.shape
-        if (channels, height, width) != (c.channels, c.image_size, c.image_size):
-            raise ValueError(
-                f"frames are {channels}x{height}x{width} but the backbone was built for "
-                f"{c.channels}x{c.image_size}x{c.image_size}; pass image_size={height} (and channels=) to "
-                "build_backbone"
-            )
-        if frames > c.max_frames:
-            raise ValueError(
-                f"clips have {frames} frames, more than max_frames={c.max_frames}; pass max_frames={frames}"
-            )
+        frames = check_video_shape(video, c.channels, c.image_size, c.max_frames)
+        batch = video.shape[0]
         if frames % c.tubelet_frames:
             raise ValueError(f"tubelet_frames={c.tubelet_frames} must divide the clips' {frames} frames")
         patches = patchify(video.to(self.video_projection.weight.dtype) * 2.0 - 1.0, c.patch_size)  # [B, F, P, D]
