@@ -1,0 +1,61 @@
+"""Pre-training for a few hundred steps lowers every pretext loss of every backbone (slow: minutes on 2 cores).
+
+Each loss is measured on the same held-out clips with the same masks and negatives (a fixed generator), at the
+initialisation ``pretrain`` starts from and after its steps.
+"""
+
+import functools
+
+import pytest
+import torch
+
+from meltr.data import make_world
+from meltr.models import BACKBONES, build_backbone
+from meltr.training.pretrain import PretrainConfig, pretrain
+
+# (size, steps) per backbone: tiny, except UniVL, whose cross-encoder matching (joint, m_joint) leaves chance only
+# once Align has aligned the two encoders, which the tiny model does not do within a few hundred steps.
+RECIPES = {"univl": ("default", 500)}
+DEFAULT_RECIPE = ("tiny", 400)
+# Known failures (issue 3), expected to fail until fixed (strict: the run says so when they start passing):
+# - the single-stream backbones' video-text matching stays at chance (ln 2) for thousands of steps from a random
+#   initialisation; their joint pass learns to ignore the video (MLM is as good with the videos of other clips);
+# - the VATT-style video-audio NCE stays at chance (log B) on the default world (docs/harmonize.md uses an easier one).
+KNOWN_FAILURES = {("violet", "vtm"), ("allinone", "vtm"), ("vatt", "cma_va")}
+
+
+@torch.no_grad()
+def held_out_losses(model, world) -> dict[str, float]:
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    totals: dict[str, float] = {}
+    batches = list(world.loader("test", 32, shuffle=False, drop_last=True))
+    for batch in batches:
+        for task, loss in model(batch, generator=generator).items():
+            totals[task] = totals.get(task, 0.0) + loss.mean().item() / len(batches)
+    return totals
+
+
+@functools.cache
+def before_and_after(name: str) -> tuple[dict[str, float], dict[str, float]]:
+    world = make_world(n_pretrain=2048, n_train=0, n_meta=0, n_test=128)
+    size, steps = RECIPES.get(name, DEFAULT_RECIPE)
+    config = PretrainConfig(backbone=name, size=size, steps=steps, lr=1e-3, warmup_steps=50, log_every=0)
+    torch.manual_seed(config.seed)  # the initialisation pretrain() starts from
+    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
+    initial = build_backbone(name, size, vocab_size=world.tokenizer.vocab_size, **shape)
+    return held_out_losses(initial, world), held_out_losses(pretrain(config, world, log=None).model, world)
+
+
+def _cases():
+    for name in BACKBONES.names():
+        for task in build_backbone(name, "tiny", vocab_size=64).tasks:
+            marks = [pytest.mark.xfail(strict=True, reason="issue 3")] if (name, task) in KNOWN_FAILURES else []
+            yield pytest.param(name, task, marks=marks, id=f"{name}-{task}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "task"), list(_cases()))
+def test_a_few_hundred_pretraining_steps_lower_every_pretext_loss(name, task):
+    before, after = before_and_after(name)
+    assert after[task] < 0.98 * before[task], f"{name}/{task}: {before[task]:.3f} -> {after[task]:.3f}"
