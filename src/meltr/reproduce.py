@@ -32,7 +32,7 @@ MINIATURE: dict[str, Any] = {
     "backend": "jvp",
     "world": {"n_train": 480, "n_meta": 96, "n_test": 300, "seed": 0},
 }
-SECOND_DATASET = {"world.seed": 1}  # MSRVTT's stand-in: the same kind of world, other clips
+SECOND_DATASET = {"world": {"seed": 1}}  # MSRVTT's stand-in: the same kind of world, other clips
 
 
 @dataclass(frozen=True)
@@ -203,18 +203,13 @@ def get_table(number: int | str) -> Table:
         raise ValueError(f"reproduce: unknown table {number!r}; choose from 1-{len(_tables())}") from None
 
 
-def _flatten(overrides: dict[str, Any], prefix: str = "") -> list[str]:
-    """``{"world": {"seed": 1}}`` -> ``["world.seed=1"]`` (values as YAML flow scalars)."""
-    import yaml
-
-    items = []
+def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Merge ``overrides`` into ``values`` in place, nested dicts field by field."""
     for key, value in overrides.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            items += _flatten(value, f"{name}.")
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            _merge(values[key], value)
         else:
-            items.append(f"{name}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return items
+            values[key] = json.loads(json.dumps(value))  # a copy: rows share their override dicts
 
 
 def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequence[str] = ()):
@@ -225,17 +220,10 @@ def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequ
     slug = row.label.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
     if "Modality" in row.extra:
         slug += "-" + row.extra["Modality"].lower().replace("+", "")
-    apply_overrides(
-        values,
-        [
-            *_flatten(table.base),
-            *_flatten(row.overrides),
-            *settings,
-            f"seed={seed}",
-            f"name={slug}-s{seed}",
-            f"out_root={out_root / f'table{table.number}'}",
-        ],
-    )
+    _merge(values, table.base)
+    _merge(values, row.overrides)
+    apply_overrides(values, list(settings))
+    _merge(values, {"seed": seed, "name": f"{slug}-s{seed}", "out_root": str(out_root / f"table{table.number}")})
     return FinetuneConfig.from_dict(values, source=f"table {table.number}, row {row.label!r}")
 
 
