@@ -37,11 +37,23 @@ def test_overrides_set_fields_and_nested_options():
         ("epochs=0", "'epochs' must be at least 1"),
         ("learning_rate=1", "unknown field"),
         ("hypergrad=aid", "'hypergrad' must be one of"),
+        ("lr=fast", r"tiny\.yaml: field 'lr' must be float, got 'fast'"),
+        ("epochs=2.5", "field 'epochs' must be int, got 2.5"),
+        ("eval_clips=all", "field 'eval_clips' must be int or null"),
+        ("world=3", "field 'world' must be dict"),
     ],
 )
 def test_bad_recipes_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
         FinetuneConfig.load(Path("configs/tiny.yaml"), [override])
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1e-3", 1e-3), ("3", 3.0), ("0.5", 0.5), ("2E-4", 2e-4)])
+def test_floats_that_yaml_reads_as_strings_or_ints_become_floats(raw, expected):
+    # YAML 1.1 reads 1e-3 (no dot) as a string and 3 as an int; a float field takes both.
+    config = FinetuneConfig.load(Path("configs/tiny.yaml"), [f"lr={raw}", f"gamma={raw}"])
+    assert type(config.lr) is float and config.lr == expected
+    assert type(config.gamma) is float and config.gamma == expected
 
 
 def test_a_missing_recipe_names_the_file(tmp_path):

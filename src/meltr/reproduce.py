@@ -229,11 +229,11 @@ def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequ
 
 def _finished(config) -> dict[str, float] | None:
     """The test scores of a finished run of exactly this recipe, or None."""
-    import yaml
+    from meltr._yaml import load as yaml_load
 
     run_dir = config.run_dir
     try:
-        same = yaml.safe_load((run_dir / "config.yaml").read_text()) == config.as_dict()
+        same = yaml_load((run_dir / "config.yaml").read_text()) == config.as_dict()
         results = json.loads((run_dir / "results.json").read_text())
     except (FileNotFoundError, ValueError):
         return None

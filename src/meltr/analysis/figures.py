@@ -56,8 +56,7 @@ def epoch_sensitivity(steps: list[dict[str, Any]], tasks: tuple[str, ...]) -> di
 
 def analyze_run(run_dir: str | Path) -> list[Path]:
     """Write ``analysis/fig3.png``, ``fig3.csv``, ``fig4.png``, ``fig4.csv`` for a ``meltr finetune`` run."""
-    import yaml
-
+    from meltr._yaml import load as yaml_load
     from meltr.combine import build_combiner
     from meltr.training.checkpoint import load_checkpoint
 
@@ -65,7 +64,7 @@ def analyze_run(run_dir: str | Path) -> list[Path]:
     for name in ("config.yaml", "steps.json", "best.pt"):
         if not (run_dir / name).exists():
             raise ValueError(f"{run_dir}: not a finished meltr finetune run directory (no {name})")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = yaml_load((run_dir / "config.yaml").read_text())
     steps = json.loads((run_dir / "steps.json").read_text())
     tasks = tuple(k.removeprefix("loss/") for k in steps[0] if k.startswith("loss/"))
     state = load_checkpoint(run_dir / "best.pt")

@@ -15,10 +15,10 @@ import argparse
 import dataclasses
 import shlex
 from pathlib import Path
-from typing import Any
 
-import yaml
 from tqdm import tqdm
+
+from meltr._yaml import parse_assignments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,17 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_assignments(pairs: list[str], option: str) -> dict[str, Any]:
-    """``["dim=64", "name=x"]`` -> ``{"dim": 64, "name": "x"}`` (values read as YAML scalars)."""
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"meltr harmonize: {option} expects KEY=VALUE, got {pair!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
 def command_line(args: argparse.Namespace) -> str:
     """The command that re-makes the run of ``args`` (every option spelled out)."""
     parts = ["meltr", "harmonize", "--seeds", *map(str, args.seeds), "--steps", str(args.steps)]
@@ -87,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the experiment and write the report."""
     from meltr.surgery.experiment import HarmonizeConfig, run_harmonize, write_report
 
-    fields = parse_assignments(args.set, "--set")
+    fields = parse_assignments(args.set, "--set", "harmonize")
     own_options = {"seeds", "rows", "model", "world", "steps", "batch_size"}
     known = {f.name for f in dataclasses.fields(HarmonizeConfig)} - own_options
     unknown = sorted(set(fields) - known)
@@ -103,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
             rows=tuple(args.rows),
             steps=args.steps,
             batch_size=args.batch_size,
-            model={**base.model, **parse_assignments(args.model, "--model")},
-            world={**base.world, **parse_assignments(args.world, "--world")},
+            model={**base.model, **parse_assignments(args.model, "--model", "harmonize")},
+            world={**base.world, **parse_assignments(args.world, "--world", "harmonize")},
             **fields,
         )
     except (TypeError, ValueError) as error:

@@ -15,11 +15,10 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
-import yaml
 from tqdm import tqdm
 
+from meltr._yaml import parse_assignments
 from meltr.models import BACKBONES, SIZES
 
 
@@ -61,23 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:
-    """``["dim=128", "name=x"]`` -> ``{"dim": 128, "name": "x"}`` (values read as YAML scalars)."""
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"meltr pretrain: {what} expects KEY=VALUE, got {pair!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the world, pre-train, save the checkpoint and the loss history."""
     from meltr.data import WorldConfig, make_world
     from meltr.training.pretrain import PretrainConfig, pretrain, save_pretrained
 
-    world_overrides = parse_assignments(args.world, "--world")
+    world_overrides = parse_assignments(args.world, "--world", "pretrain")
     # Only the pretrain split is read; the first clips of a split do not depend on the other splits' sizes.
     sizes = {"n_train": 0, "n_meta": 0, "n_test": 0}
     try:
@@ -92,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         log_every=args.log_every,
-        overrides=parse_assignments(args.overrides, "--set"),
+        overrides=parse_assignments(args.overrides, "--set", "pretrain"),
     )
     print(f"generating the world ({world_config.n_pretrain} pretrain clips)...", flush=True)
     world = make_world(world_config)

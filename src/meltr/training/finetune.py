@@ -18,6 +18,8 @@ import dataclasses
 import json
 import math
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from meltr._yaml import load as yaml_load
 from meltr.combine import COMBINERS, build_combiner
 from meltr.hypergrad import BACKENDS, ESTIMATORS
 from meltr.learner import AuxiliaryLearner
@@ -102,6 +105,8 @@ class FinetuneConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        values = {name: _coerce(name, value, hints[name], source) for name, value in values.items()}
         return cls(**values).validate()
 
     @classmethod
@@ -109,7 +114,7 @@ class FinetuneConfig:
         """Read a YAML recipe and apply ``key=value`` overrides (``key.sub=value`` sets a field of a dict)."""
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ValueError(f"{path}: no such recipe") from None
         except yaml.YAMLError as error:
@@ -127,13 +132,45 @@ class FinetuneConfig:
         return Path(self.out_root) / self.name
 
 
+def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    """Check ``value`` against the field's type; read a float written as YAML 1.1 leaves it (``1e-3`` is a string).
+
+    Raises a ``ValueError`` naming the source and the field when the value has the wrong type.
+    """
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        base = typing.get_origin(option) or option
+        if base is type(None):
+            continue
+        if base is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        elif base is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif base in (str, bool, dict, list):
+            if isinstance(value, base):
+                return value
+        else:  # Any
+            return value
+    expected = " or ".join("null" if o is type(None) else (typing.get_origin(o) or o).__name__ for o in options)
+    raise ValueError(f"{source}: field {name!r} must be {expected}, got {value!r}")
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
     """Apply ``key=value`` / ``key.sub=value`` strings (values read as YAML scalars) to ``values`` in place."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected key=value")
-        value = yaml.safe_load(raw)
+        value = yaml_load(raw)
         target = values
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -203,7 +240,7 @@ def finetune(
     run_dir = config.run_dir
     saved_config = run_dir / "config.yaml"
     if saved_config.exists():
-        previous = yaml.safe_load(saved_config.read_text())
+        previous = yaml_load(saved_config.read_text())
         if previous != config.as_dict():
             raise ValueError(
                 f"{saved_config}: the run directory holds a run of another recipe; choose another name or out_root"
