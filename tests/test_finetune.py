@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from meltr.training.finetune import FinetuneConfig, apply_overrides, finetune
@@ -155,3 +156,34 @@ def test_a_run_directory_of_another_recipe_is_left_alone(tmp_path):
     with pytest.raises(ValueError, match="another recipe"):
         finetune(config, progress=False)
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "notes.txt"]
+
+
+def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_path):
+    """Same recipe, new weights in the checkpoint file: the run directory of the old weights is refused, untouched."""
+    from meltr.data import make_world
+    from meltr.models import build_backbone
+    from meltr.training.pretrain import save_pretrained
+
+    world = make_world(n_pretrain=0, n_train=32, n_meta=16, n_test=16)
+    weights = tmp_path / "backbone.pt"
+
+    def make_checkpoint(seed):
+        torch.manual_seed(seed)
+        model = build_backbone("univl", "tiny", vocab_size=world.tokenizer.vocab_size, image_size=32)
+        save_pretrained(weights, model, "univl")
+
+    make_checkpoint(0)
+    overrides = [f"checkpoint={weights}", f"out_root={tmp_path / 'runs'}", "epochs=1", "batch_size=16"]
+    overrides += ["world.n_train=32", "world.n_meta=16", "world.n_test=16"]
+    config = FinetuneConfig.load(Path("configs/tiny.yaml"), overrides)
+    finetune(config, progress=False)
+    start = json.loads((config.run_dir / "start.json").read_text())
+    assert start["checkpoint"] == str(weights) and len(start["sha256"]) == 64
+    before = {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()}
+
+    finetune(config, progress=False)  # same weights: the finished run is simply reused
+    make_checkpoint(1)
+    with pytest.raises(ValueError, match="started from other weights"):
+        finetune(config, progress=False)
+    assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()}.keys() == before.keys()
+    assert json.loads((config.run_dir / "start.json").read_text()) == start

@@ -230,10 +230,12 @@ def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequ
 def _finished(config) -> dict[str, float] | None:
     """The test scores of a finished run of exactly this recipe, or None."""
     from meltr._yaml import load as yaml_load
+    from meltr.training.finetune import starting_point
 
     run_dir = config.run_dir
     try:
         same = yaml_load((run_dir / "config.yaml").read_text()) == config.as_dict()
+        same = same and json.loads((run_dir / "start.json").read_text())["sha256"] == starting_point(config)["sha256"]
         results = json.loads((run_dir / "results.json").read_text())
     except (FileNotFoundError, ValueError):
         return None

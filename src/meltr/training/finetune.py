@@ -2,7 +2,7 @@
 
 A run directory holds everything a run produced and everything needed to resume it:
 
-- ``config.yaml``: the resolved recipe;
+- ``config.yaml``: the resolved recipe; ``start.json``: the checkpoint file it started from and its SHA-256;
 - ``steps.csv`` / ``steps.json``: one row per step (each task's loss, the combined loss, sensitivities, meta-step
   statistics); ``epochs.csv`` / ``epochs.json``: one row per epoch (mean training losses, validation metrics);
 - ``last.pt``: the full training state at the end of the last finished epoch (a rerun resumes from it);
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -191,8 +192,29 @@ def build_world(config: FinetuneConfig):
         raise ValueError(f"config field 'world': {error}") from None
 
 
+def checkpoint_file(config: FinetuneConfig) -> Path | None:
+    """The file the backbone starts from (None for a random initialisation)."""
+    from meltr.models import pretrained_path
+
+    if config.checkpoint == "none":
+        return None
+    return Path(pretrained_path(config.backbone) if config.checkpoint == "pretrained" else config.checkpoint)
+
+
+def starting_point(config: FinetuneConfig) -> dict[str, Any]:
+    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (``start.json``).
+
+    Two runs of one recipe are the same run only if they start from the same weights: a re-made
+    ``pretrained`` checkpoint changes the digest, not the recipe.
+    """
+    path = checkpoint_file(config)
+    if path is None or not path.exists():
+        return {"checkpoint": None if path is None else str(path), "sha256": None}
+    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
-    from meltr.models import build_backbone, pretrained_path
+    from meltr.models import build_backbone
     from meltr.training.pretrain import load_pretrained
 
     if config.checkpoint == "none":
@@ -200,8 +222,8 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
         return build_backbone(
             config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **shape, **config.backbone_options
         )
-    path = pretrained_path(config.backbone) if config.checkpoint == "pretrained" else Path(config.checkpoint)
-    if not Path(path).exists():
+    path = checkpoint_file(config)
+    if not path.exists():
         raise ValueError(f"config field 'checkpoint': {path} does not exist")
     backbone = load_pretrained(path)
     for key, value in config.backbone_options.items():
@@ -245,6 +267,13 @@ def finetune(
             raise ValueError(
                 f"{saved_config}: the run directory holds a run of another recipe; choose another name or out_root"
             )
+    start = starting_point(config)
+    saved_start = run_dir / "start.json"
+    if saved_start.exists() and json.loads(saved_start.read_text())["sha256"] != start["sha256"]:
+        raise ValueError(
+            f"{saved_start}: the run directory holds a run that started from other weights than {start['checkpoint']} "
+            "(the checkpoint was re-made); choose another name or out_root"
+        )
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
@@ -294,6 +323,7 @@ def finetune(
             log(f"resumed {run_dir} after epoch {state['epoch']}")
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
+    saved_start.write_text(json.dumps(start, indent=1))
 
     per_epoch = len(world.splits["train"]) // config.batch_size
     bar = tqdm(
