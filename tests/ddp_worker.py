@@ -95,6 +95,11 @@ def main(out_dir: str, estimator: str, backend: str) -> None:
         },
         f"{out_dir}/rank{rank}.pt",
     )
+    # Tear down while the interpreter is whole: both ranks past their last collective, DDP's reducer (which holds
+    # gloo work objects and their tensors) gone, then the process group. Without this, rank 0 once aborted at exit
+    # in CI with "terminate called without an active exception" (SIGABRT), a known gloo teardown race.
+    dist.barrier()
+    del model, learner
     dist.destroy_process_group()
 
 
