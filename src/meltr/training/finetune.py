@@ -134,9 +134,10 @@ class FinetuneConfig:
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
-    """Check ``value`` against the field's type; read a float written as YAML 1.1 leaves it (``1e-3`` is a string).
+    """Check ``value`` against the field's type (an int is taken for a float field).
 
-    Raises a ``ValueError`` naming the source and the field when the value has the wrong type.
+    Raises a ``ValueError`` naming the source and the field when the value has the wrong type. (``1e-3`` arrives as
+    a float: every recipe and override is read by :mod:`meltr._yaml`.)
     """
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None and type(None) in options:
@@ -148,11 +149,6 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if base is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
         elif base is int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
