@@ -30,6 +30,7 @@ from meltr.models.layers import (
     TokenPredictionHead,
     Transformer,
     causal_mask,
+    check_video_shape,
     init_weights,
     masked_mean,
     patchify,
@@ -45,6 +46,8 @@ from meltr.models.masking import (
     other_samples_of_same_clip,
     sample_negatives,
 )
+
+FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv")
 
 UNIVL_TASKS: tuple[str, ...] = (
     "joint",
@@ -77,6 +80,12 @@ class UniVLConfig:
     )
     image_size: int = help_field("Frame height and width in pixels.", 32)
     patch_size: int = help_field("Side of the patches a frame is cut into before pooling to a frame feature.", 8)
+    frame_stem: str = help_field(
+        "How a frame becomes one feature vector: 'patch_mean' (a linear map of every patch, GELU, mean over the "
+        "patches: where an object is and its outline are pooled away) or 'conv' (two strided convolutions, the "
+        "second down to a grid of one cell per patch, flattened, then linear: keeps the layout).",
+        "patch_mean",
+    )
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption or transcript may have.", 64)
@@ -107,8 +116,44 @@ class UniVLConfig:
             "max_text_len",
         )
         check_probability(self, "dropout", "text_mask_prob", "frame_mask_prob")
+        if self.frame_stem not in FRAME_STEMS:
+            choices = ", ".join(FRAME_STEMS)
+            raise ValueError(f"UniVLConfig.frame_stem must be one of {choices}, got {self.frame_stem!r}")
+        if self.frame_stem == "conv" and (self.patch_size % 4 or self.image_size % self.patch_size):
+            raise ValueError(
+                "UniVLConfig: the conv frame stem needs a patch_size divisible by 4 that divides image_size, "
+                f"got patch_size={self.patch_size}, image_size={self.image_size}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"UniVLConfig.temperature must be positive, got {self.temperature}")
+
+
+class ConvFrameStem(nn.Module):
+    """Frames to one feature each, keeping the layout: ``Conv(p/2, stride p/2) -> GELU -> Conv(3, stride 2) -> GELU``
+    (a ``(H/p) x (W/p)`` grid, one cell per patch), flattened, then a linear map to ``dim``.
+
+    Args:
+        dim: output width.
+        image_size: frame height and width.
+        patch_size: side ``p`` of a grid cell (divisible by 4).
+        channels: colour channels.
+    """
+
+    def __init__(self, dim: int, image_size: int, patch_size: int, channels: int) -> None:
+        super().__init__()
+        width = max(8, dim // 4)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, patch_size // 2, stride=patch_size // 2),
+            nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.GELU(),
+        )
+        self.projection = nn.Linear(2 * width * (image_size // patch_size) ** 2, dim)
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``[B, F, C, H, W]`` pixels in [0, 1] -> ``[B, F, dim]``."""
+        grid = self.features(video.flatten(0, 1) * 2.0 - 1.0)
+        return self.projection(grid.flatten(1)).view(*video.shape[:2], -1)
 
 
 UNIVL_PRESETS: dict[str, dict[str, object]] = {
@@ -155,7 +200,11 @@ class UniVL(nn.Module):
         block = {"num_heads": c.num_heads, "ff_dim": c.ff_dim, "dropout": c.dropout}
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.text_encoder = Transformer(c.dim, c.text_layers, **block)
-        self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
+        if c.frame_stem == "conv":
+            self.conv_stem = ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
+            self.frame_position = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.02)
+        else:
+            self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
         self.frame_projection = nn.Linear(c.dim, c.dim)
         self.video_encoder = Transformer(c.dim, c.video_layers, **block)
         self.modality_embedding = nn.Embedding(2, c.dim)
@@ -163,7 +212,7 @@ class UniVL(nn.Module):
         self.decoder = Transformer(c.dim, c.decoder_layers, cross_attention=True, **block)
         self.mlm_head = TokenPredictionHead(c.dim, c.vocab_size)
         self.caption_head = TokenPredictionHead(c.dim, c.vocab_size)
-        self.frame_head = nn.Linear(c.dim, c.channels * self.patch_embedding.num_patches)
+        self.frame_head = nn.Linear(c.dim, c.channels * (c.image_size // c.patch_size) ** 2)
         self.match_head = nn.Linear(c.dim, 1)
         self.apply(init_weights)
 
@@ -176,8 +225,17 @@ class UniVL(nn.Module):
         return self.text_encoder(self.text_embedding(tokens), mask)
 
     def _video_states(self, video: Tensor) -> Tensor:
-        """``[B, F, C, H, W]`` -> ``[B, F, d]``: patch tokens, GELU, mean over patches, linear, encoder."""
-        frames = self.frame_projection(F.gelu(self.patch_embedding(video)).mean(2))
+        """``[B, F, C, H, W]`` -> ``[B, F, d]``: one feature per frame (``frame_stem``), linear, encoder.
+
+        ``patch_mean`` adds the spatial and temporal positions to the patch tokens before the GELU; ``conv``
+        adds the temporal position to the frame feature.
+        """
+        c = self.config
+        if c.frame_stem == "patch_mean":
+            frames = self.frame_projection(F.gelu(self.patch_embedding(video)).mean(2))
+        else:
+            count = check_video_shape(video, c.channels, c.image_size, c.max_frames)
+            frames = self.frame_projection(self.conv_stem(video)) + self.frame_position[:count]
         return self.video_encoder(frames)
 
     def _cross(
