@@ -1,0 +1,119 @@
+"""Linear probes: what a frozen embedding knows about the scene (which attributes of a clip's subject a linear
+read-out of the video embedding recovers on held-out clips).
+
+A probe is a multinomial logistic regression on standardised features, fitted to convergence by L-BFGS with a
+small L2 penalty; its test accuracy is compared with the majority-class rate of the test labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from meltr.data.language import region
+
+#: The attributes :func:`subject_attributes` reads from each clip's subject.
+ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "row", "col", "event")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Held-out accuracy of a linear probe and the rate of always answering the test set's commonest label."""
+
+    accuracy: float
+    majority: float
+    classes: int
+
+
+def fit_logistic(features: Tensor, labels: Tensor, classes: int, l2: float = 1e-3, max_iter: int = 500):
+    """Minimise ``mean CE(features @ W + b, labels) + l2 |W|^2`` by L-BFGS; return ``(W [D, K], b [K])``."""
+    weight = torch.zeros(features.shape[1], classes, dtype=features.dtype, requires_grad=True)
+    bias = torch.zeros(classes, dtype=features.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
+
+    def objective() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight + bias, labels) + l2 * (weight**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    return weight.detach(), bias.detach()
+
+
+def linear_probe(
+    train_features: Tensor,
+    train_labels: Sequence,
+    test_features: Tensor,
+    test_labels: Sequence,
+    l2: float = 1e-3,
+) -> ProbeResult:
+    """Fit a probe on ``(train_features [N, D], train_labels)`` and score it on the test pair.
+
+    Features are standardised with the training mean and standard deviation. Labels are any hashable values;
+    a test label never seen in training counts as a miss.
+    """
+    if len(train_labels) != len(train_features) or len(test_labels) != len(test_features):
+        raise ValueError("linear_probe: every feature row needs one label")
+    names = sorted(set(train_labels), key=str)
+    index = {name: i for i, name in enumerate(names)}
+    train_y = torch.tensor([index[label] for label in train_labels])
+    test_y = torch.tensor([index.get(label, -1) for label in test_labels])
+    mean, std = train_features.mean(0), train_features.std(0).clamp(min=1e-6)
+    weight, bias = fit_logistic((train_features - mean) / std, train_y, len(names), l2)
+    predicted = (((test_features - mean) / std) @ weight + bias).argmax(1)
+    counts = {label: list(test_labels).count(label) for label in set(test_labels)}
+    return ProbeResult(
+        accuracy=(predicted == test_y).double().mean().item(),
+        majority=max(counts.values()) / len(test_labels),
+        classes=len(names),
+    )
+
+
+def subject_attributes(split) -> dict[str, list[str]]:
+    """Per clip of a world split: the subject's colour, shape, size, starting row and column (thirds of the
+    frame, as the captions say them) and its first event's kind."""
+    values: dict[str, list[str]] = {name: [] for name in ATTRIBUTES}
+    for clip in split.clips:
+        subject = clip.scene.subject
+        row, col = region(subject)
+        found = (subject.colour, subject.shape, subject.size, row, col, subject.events[0].kind)
+        for name, value in zip(ATTRIBUTES, found, strict=True):
+            values[name].append(value)
+    return values
+
+
+@torch.no_grad()
+def video_embeddings(model: nn.Module, world, split: str, batch_size: int = 100) -> Tensor:
+    """``[N, d]`` ``model.encode_video`` of every clip of ``split``, in order, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.encode_video(batch) for batch in world.loader(split, batch_size, shuffle=False)])
+    finally:
+        model.train(was_training)
+
+
+def video_attribute_probe(model: nn.Module, world, train: str = "train", test: str = "test") -> dict[str, ProbeResult]:
+    """A linear probe per subject attribute on the frozen video embedding, fitted on ``train``, scored on
+    ``test``."""
+    train_x, test_x = video_embeddings(model, world, train).double(), video_embeddings(model, world, test).double()
+    train_y, test_y = subject_attributes(world.splits[train]), subject_attributes(world.splits[test])
+    return {name: linear_probe(train_x, train_y[name], test_x, test_y[name]) for name in ATTRIBUTES}
+
+
+__all__ = [
+    "ATTRIBUTES",
+    "ProbeResult",
+    "fit_logistic",
+    "linear_probe",
+    "subject_attributes",
+    "video_attribute_probe",
+    "video_embeddings",
+]
