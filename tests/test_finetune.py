@@ -179,11 +179,11 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
     finetune(config, progress=False)
     start = json.loads((config.run_dir / "start.json").read_text())
     assert start["checkpoint"] == str(weights) and len(start["sha256"]) == 64
-    before = {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()}
 
     finetune(config, progress=False)  # same weights: the finished run is simply reused
+    before = {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()}
     make_checkpoint(1)
     with pytest.raises(ValueError, match="started from other weights"):
         finetune(config, progress=False)
-    assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()}.keys() == before.keys()
+    assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()} == before
     assert json.loads((config.run_dir / "start.json").read_text()) == start
