@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from meltr.analysis.probe import ATTRIBUTES, video_attribute_probe
+from meltr.analysis.probe import ATTRIBUTES, caption_mentions, video_attribute_probe
 from meltr.data import make_world
 from meltr.models import BACKBONES, pretrained_path
 from meltr.training.pretrain import load_pretrained
@@ -47,12 +47,14 @@ def main() -> None:
         majority = {name: (r.classes, r.majority) for name, r in results.items()}
         print(f"probed {path} in {time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nLinear probes on the video embedding: {args.train} train clips, {args.test} test clips (accuracy %).\n")
-    print("| attribute | classes | commonest label | " + " | ".join(f"`{_shown(p)}`" for p, _ in columns) + " |")
-    print("|---|---:|---:|" + "---:|" * len(columns))
+    mentions = caption_mentions(world.splits["test"])
+    names = " | ".join(f"`{_shown(p)}`" for p, _ in columns)
+    print(f"| attribute | named by test captions | classes | commonest label | {names} |")
+    print("|---|---:|---:|---:|" + "---:|" * len(columns))
     for name in ATTRIBUTES:
         classes, rate = majority[name]
         cells = " | ".join(f"{100 * results[name].accuracy:.1f}" for _, results in columns)
-        print(f"| {name} | {classes} | {100 * rate:.1f} | {cells} |")
+        print(f"| {name} | {100 * mentions[name]:.1f} | {classes} | {100 * rate:.1f} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from meltr.analysis.probe import ATTRIBUTES, fit_logistic, linear_probe, subject_attributes, video_attribute_probe
+from meltr.analysis.probe import (
+    ATTRIBUTES,
+    caption_mentions,
+    fit_logistic,
+    linear_probe,
+    subject_attributes,
+    video_attribute_probe,
+)
 from meltr.data import make_world
 from meltr.models import build_backbone
 
@@ -58,3 +65,13 @@ def test_the_video_probe_reads_every_attribute_of_the_world():
     assert model.training  # left as it was
     assert set(results) == set(ATTRIBUTES)
     assert all(0.0 <= r.accuracy <= 1.0 and r.classes >= 2 for r in results.values())
+
+
+def test_caption_mentions_count_the_captions_that_name_each_attribute():
+    world = make_world(n_pretrain=0, n_train=0, n_meta=0, n_test=30)
+    split = world.splits["test"]
+    shares = caption_mentions(split)
+    captions = [facts for clip in split.clips for facts in clip.annotation.caption_facts]
+    naming_shape = [facts for facts in captions if any(f[0] == "shape" for f in facts)]
+    assert shares["shape"] == len(naming_shape) / len(captions)
+    assert 0 < shares["shape"] < 1 and shares["event"] == 1.0  # every caption says what happens

@@ -7,6 +7,7 @@ small L2 penalty; its test accuracy is compared with the majority-class rate of 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,10 +69,9 @@ def linear_probe(
     mean, std = train_features.mean(0), train_features.std(0).clamp(min=1e-6)
     weight, bias = fit_logistic((train_features - mean) / std, train_y, len(names), l2)
     predicted = (((test_features - mean) / std) @ weight + bias).argmax(1)
-    counts = {label: list(test_labels).count(label) for label in set(test_labels)}
     return ProbeResult(
         accuracy=(predicted == test_y).double().mean().item(),
-        majority=max(counts.values()) / len(test_labels),
+        majority=max(Counter(test_labels).values()) / len(test_labels),
         classes=len(names),
     )
 
@@ -87,6 +87,15 @@ def subject_attributes(split) -> dict[str, list[str]]:
         for name, value in zip(ATTRIBUTES, found, strict=True):
             values[name].append(value)
     return values
+
+
+def caption_mentions(split) -> dict[str, float]:
+    """Per attribute of :data:`ATTRIBUTES`: the share of the split's captions that name it."""
+    named = Counter(
+        kind for clip in split.clips for facts in clip.annotation.caption_facts for kind in {f[0] for f in facts}
+    )
+    total = sum(len(clip.annotation.caption_facts) for clip in split.clips)
+    return {name: named[name] / total for name in ATTRIBUTES}
 
 
 @torch.no_grad()
@@ -111,6 +120,7 @@ def video_attribute_probe(model: nn.Module, world, train: str = "train", test: s
 __all__ = [
     "ATTRIBUTES",
     "ProbeResult",
+    "caption_mentions",
     "fit_logistic",
     "linear_probe",
     "subject_attributes",
