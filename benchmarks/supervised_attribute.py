@@ -2,7 +2,7 @@
 stem, the video encoder and a linear head on the mean frame state are trained with cross-entropy on the
 attribute (AdamW), from a random initialisation, then scored on the test clips.
 
-    OMP_NUM_THREADS=1 python benchmarks/supervised_attribute.py [--stem patch_mean|conv] [--attribute shape]
+    OMP_NUM_THREADS=1 python benchmarks/supervised_attribute.py [--stem patch_mean|conv|conv_pool] [--attribute shape]
         [--steps 1500] [--world key=value ...]
 
 An attribute this cannot learn is one no pretext loss will teach the embedding either (docs/pretraining.md).
@@ -35,7 +35,13 @@ def main() -> None:
     world_fields = parse_assignments(args.world, "--world", "supervised_attribute")
     torch.manual_seed(0)
     world = make_world(n_pretrain=0, n_train=3000, n_meta=0, n_test=1000, **world_fields)
-    model = build_backbone("univl", "default", vocab_size=world.tokenizer.vocab_size, frame_stem=args.stem)
+    model = build_backbone(
+        "univl",
+        "default",
+        vocab_size=world.tokenizer.vocab_size,
+        image_size=world.config.image_size,
+        frame_stem=args.stem,
+    )
     train_values = subject_attributes(world.splits["train"])[args.attribute]
     test_values = subject_attributes(world.splits["test"])[args.attribute]
     names = sorted(set(train_values))

@@ -47,7 +47,7 @@ from meltr.models.masking import (
     sample_negatives,
 )
 
-FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv")
+FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv", "conv_pool")
 
 UNIVL_TASKS: tuple[str, ...] = (
     "joint",
@@ -83,7 +83,9 @@ class UniVLConfig:
     frame_stem: str = help_field(
         "How a frame becomes one feature vector: 'patch_mean' (a linear map of every patch, GELU, mean over the "
         "patches: where an object is and its outline are pooled away) or 'conv' (two strided convolutions, the "
-        "second down to a grid of one cell per patch, flattened, then linear: keeps the layout).",
+        "second down to a grid of one cell per patch, flattened, then linear: keeps the layout) or 'conv_pool' "
+        "(three 3x3 convolutions to a grid of 4x4-pixel cells, then per channel its max and its soft-argmax over "
+        "the grid: an outline is recognised wherever it is, and located).",
         "patch_mean",
     )
     channels: int = help_field("Colour channels of a frame.", 3)
@@ -124,6 +126,10 @@ class UniVLConfig:
                 "UniVLConfig: the conv frame stem needs a patch_size divisible by 4 that divides image_size, "
                 f"got patch_size={self.patch_size}, image_size={self.image_size}"
             )
+        if self.frame_stem == "conv_pool" and self.image_size % 4:
+            raise ValueError(
+                f"UniVLConfig: the conv_pool frame stem needs an image_size divisible by 4, got {self.image_size}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"UniVLConfig.temperature must be positive, got {self.temperature}")
 
@@ -154,6 +160,44 @@ class ConvFrameStem(nn.Module):
         """``[B, F, C, H, W]`` pixels in [0, 1] -> ``[B, F, dim]``."""
         grid = self.features(video.flatten(0, 1) * 2.0 - 1.0)
         return self.projection(grid.flatten(1)).view(*video.shape[:2], -1)
+
+
+class PooledConvFrameStem(nn.Module):
+    """Frames to one feature each, recognising an outline wherever it is: ``Conv(3, s2) -> GELU -> Conv(3, s2) ->
+    GELU -> Conv(3) -> GELU`` (a grid of ``4 x 4``-pixel cells), then per channel its max over the grid and its
+    spatial soft-argmax (the expected ``(x, y)`` in [-1, 1] under the softmax of the channel over the cells; Levine
+    et al., 2016), then a linear map to ``dim``.
+
+    The max makes a channel that detects an outline fire wherever the outline is; the soft-argmax says where.
+
+    Args:
+        dim: output width.
+        image_size: frame height and width (divisible by 4).
+        channels: colour channels.
+    """
+
+    def __init__(self, dim: int, image_size: int, channels: int) -> None:
+        super().__init__()
+        width = max(8, dim // 4)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GELU(),
+        )
+        cells = torch.linspace(-1.0, 1.0, image_size // 4)
+        where = torch.stack(torch.meshgrid(cells, cells, indexing="xy")).flatten(1)  # [2, cells], (x, y)
+        self.register_buffer("cell_coordinates", where.t().contiguous(), persistent=False)
+        self.projection = nn.Linear(3 * width, dim)
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``[B, F, C, H, W]`` pixels in [0, 1] -> ``[B, F, dim]``."""
+        grid = self.features(video.flatten(0, 1) * 2.0 - 1.0).flatten(2)  # [N, width, cells]
+        where = grid.softmax(-1) @ self.cell_coordinates.to(grid.dtype)  # [N, width, 2]
+        pooled = torch.cat([grid.amax(-1), where.flatten(1)], dim=1)
+        return self.projection(pooled).view(*video.shape[:2], -1)
 
 
 UNIVL_PRESETS: dict[str, dict[str, object]] = {
@@ -200,8 +244,11 @@ class UniVL(nn.Module):
         block = {"num_heads": c.num_heads, "ff_dim": c.ff_dim, "dropout": c.dropout}
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.text_encoder = Transformer(c.dim, c.text_layers, **block)
-        if c.frame_stem == "conv":
-            self.conv_stem = ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
+        if c.frame_stem != "patch_mean":
+            if c.frame_stem == "conv":
+                self.conv_stem = ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
+            else:
+                self.conv_stem = PooledConvFrameStem(c.dim, c.image_size, c.channels)
             self.frame_position = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.02)
         else:
             self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
@@ -227,8 +274,8 @@ class UniVL(nn.Module):
     def _video_states(self, video: Tensor) -> Tensor:
         """``[B, F, C, H, W]`` -> ``[B, F, d]``: one feature per frame (``frame_stem``), linear, encoder.
 
-        ``patch_mean`` adds the spatial and temporal positions to the patch tokens before the GELU; ``conv``
-        adds the temporal position to the frame feature.
+        ``patch_mean`` adds the spatial and temporal positions to the patch tokens before the GELU; ``conv`` and
+        ``conv_pool`` add the temporal position to the frame feature.
         """
         c = self.config
         if c.frame_stem == "patch_mean":
