@@ -82,7 +82,7 @@ class UniVLConfig:
     patch_size: int = help_field("Side of the patches a frame is cut into before pooling to a frame feature.", 8)
     frame_stem: str = help_field(
         "How a frame becomes one feature vector: 'patch_mean' (a linear map of every patch, GELU, mean over the "
-        "patches: where an object is and its outline are pooled away) or 'conv' (two strided convolutions, the "
+        "patches: where an object is and its outline are pooled away), 'conv' (two strided convolutions, the "
         "second down to a grid of one cell per patch, flattened, then linear: keeps the layout) or 'conv_pool' "
         "(three 3x3 convolutions to a grid of 4x4-pixel cells, then per channel its max and its soft-argmax over "
         "the grid: an outline is recognised wherever it is, and located).",
