@@ -55,7 +55,7 @@ def test_with_a_conv_stem_every_loss_is_finite_and_a_few_steps_lower_it(stem, ta
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = []
     # The battery's 15 steps are too few for joint (video-text matching) with these stems: it leaves chance later
-    # than with the default stem, the pooled stem's last.
+    # than with the default stem.
     for _ in range(40):
         torch.manual_seed(0)
         loss = model(batch)[task]
