@@ -55,8 +55,8 @@ def test_with_a_conv_stem_every_loss_is_finite_and_a_few_steps_lower_it(stem, ta
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = []
     # The battery's 15 steps are too few for joint (video-text matching) with these stems: it leaves chance later
-    # than with the default stem.
-    for _ in range(40):
+    # than with the default stem, and later still with the pooled one.
+    for _ in range({"conv": 25, "conv_pool": 40}[stem]):
         torch.manual_seed(0)
         loss = model(batch)[task]
         assert loss.shape == (4,) and torch.isfinite(loss).all()

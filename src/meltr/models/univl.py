@@ -244,14 +244,15 @@ class UniVL(nn.Module):
         block = {"num_heads": c.num_heads, "ff_dim": c.ff_dim, "dropout": c.dropout}
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.text_encoder = Transformer(c.dim, c.text_layers, **block)
-        if c.frame_stem != "patch_mean":
-            if c.frame_stem == "conv":
-                self.conv_stem = ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
-            else:
-                self.conv_stem = PooledConvFrameStem(c.dim, c.image_size, c.channels)
-            self.frame_position = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.02)
-        else:
+        if c.frame_stem == "patch_mean":
             self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
+        else:
+            self.conv_stem = (
+                ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
+                if c.frame_stem == "conv"
+                else PooledConvFrameStem(c.dim, c.image_size, c.channels)
+            )
+            self.frame_position = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.02)
         self.frame_projection = nn.Linear(c.dim, c.dim)
         self.video_encoder = Transformer(c.dim, c.video_layers, **block)
         self.modality_embedding = nn.Embedding(2, c.dim)
