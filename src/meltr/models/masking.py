@@ -115,8 +115,15 @@ def sample_negatives(
     clip_id: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    logits: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Pick for each sample a negative partner uniformly among the other samples of the batch.
+    """Pick for each sample a negative partner among the other samples of the batch.
+
+    Uniformly, or with ``logits`` as in ALBEF's hard negatives (Li et al. 2021): sample ``i`` takes partner
+    ``j`` with probability ``softmax_j(logits[i, j])`` over the valid ``j``, so that the partners that look
+    most alike (a high contrastive similarity) are the likeliest. Both draw the same ``[B, B]`` uniforms
+    (Gumbel-max), so a seeded generator gives the same uniform partners whether or not ``logits`` exist
+    elsewhere, and the same draws at one point of the parameters.
 
     A partner with the same ``clip_id`` (another caption of the same clip) is not a negative and is never
     picked.
@@ -126,6 +133,8 @@ def sample_negatives(
         clip_id: ``[B]`` clip ids, or None if every sample is a different clip.
         generator: RNG (default: the global one).
         device: device of the result.
+        logits: ``[B, B]`` unnormalised log-probabilities of the partners (no gradient flows through them),
+            or None for uniform partners.
 
     Returns:
         ``(index, valid)``: int64 ``[B]`` the partner of each sample, and boolean ``[B]``, False where
@@ -135,7 +144,14 @@ def sample_negatives(
     invalid = torch.eye(batch_size, dtype=torch.bool, device=draws.device)
     if clip_id is not None:
         invalid = invalid | (clip_id[:, None] == clip_id[None, :]).to(draws.device)
-    index = draws.masked_fill(invalid, -1.0).argmax(-1)
+    if logits is None:
+        scores = draws  # argmax of the uniforms = argmax of their Gumbel transforms: uniform partners
+    else:
+        if logits.shape != (batch_size, batch_size):
+            raise ValueError(f"sample_negatives: logits must be [{batch_size}, {batch_size}], got {list(logits.shape)}")
+        gumbel = -torch.log(-torch.log(draws.clamp_min(torch.finfo(draws.dtype).tiny)))
+        scores = logits.detach().to(draws.device, draws.dtype) + gumbel
+    index = scores.masked_fill(invalid, -torch.inf).argmax(-1)
     return index, ~invalid.gather(1, index[:, None]).squeeze(1)
 
 

@@ -94,6 +94,12 @@ class UniVLConfig:
     text_mask_prob: float = help_field("Share of the text tokens masked for CMLM and the M-losses (UniVL: 0.15).", 0.15)
     frame_mask_prob: float = help_field("Share of the frames masked for CMFM and the M-losses (UniVL: 0.15).", 0.15)
     temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
+    hard_negatives: bool = help_field(
+        "Draw each text's negative video for Joint and M-Joint with probability softmax(Align similarity / "
+        "temperature) over the other clips of the batch, as ALBEF does (Li et al. 2021), instead of uniformly: "
+        "the negatives that Align finds alike make matching learn what tells them apart.",
+        False,
+    )
     caption_from_transcript: bool = help_field(
         "Condition the caption decoder on the transcript as well as the video (YouCook2's V+T setting); "
         "otherwise on the video alone.",
@@ -218,7 +224,8 @@ class UniVL(nn.Module):
     """UniVL-style video-language model; ``forward(batch)`` returns the eight pretext losses, each ``[B]``.
 
     - ``joint``: video-text matching through the cross encoder, binary cross-entropy of the true pair and of
-      one in-batch negative (the text with another clip's video).
+      one in-batch negative (the text with another clip's video; uniform, or ALBEF's hard negatives with
+      ``hard_negatives``).
     - ``align``: symmetric InfoNCE between mean-pooled text and video encoder states (cosine / temperature).
     - ``cmlm``: masked language modelling from the cross encoder (text and frames both masked, as in UniVL).
     - ``cmfm``: masked frame modelling, NCE of each masked frame's prediction against all frames of the batch;
@@ -336,9 +343,9 @@ class UniVL(nn.Module):
         logits = self.match_head(states[:, 0]).squeeze(-1)
         return logits[:size], logits[size:], states[:size]
 
-    def _align(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, exclude: Tensor | None) -> Tensor:
-        similarity = self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
-        return symmetric_info_nce(similarity / self.config.temperature, exclude)
+    def _similarity(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor) -> Tensor:
+        """Align's ``[B, B]`` cosine similarities of every text with every video."""
+        return self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
 
     # -- the contract --------------------------------------------------------------------------------------
 
@@ -359,12 +366,14 @@ class UniVL(nn.Module):
         clip_id = batch.get("clip_id")
         masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
         masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator)
-        partner, has_partner = sample_negatives(size, clip_id, generator, text.device)
         exclude = other_samples_of_same_clip(clip_id, size, text.device)
 
         both_masks = torch.cat([text_mask, text_mask])
         text_states, masked_text_states = self._text_states(torch.cat([text, masked_text]), both_masks).split(size)
         video_states, masked_video_states = self._video_states(torch.cat([video, masked_video])).split(size)
+        similarity = self._similarity(text_states, text_mask, video_states)
+        logits = similarity.detach() / c.temperature if c.hard_negatives else None
+        partner, has_partner = sample_negatives(size, clip_id, generator, text.device, logits)
 
         positive, negative, _ = self._matching(text_states, text_mask, video_states, partner)
         m_positive, m_negative, masked_cross = self._matching(
@@ -392,12 +401,14 @@ class UniVL(nn.Module):
 
         return {
             "joint": pair_matching_loss(positive, negative, has_partner),
-            "align": self._align(text_states, text_mask, video_states, exclude),
+            "align": symmetric_info_nce(similarity / c.temperature, exclude),
             "cmlm": masked_token_loss(cmlm_logits, text, text_selected),
             "cmfm": frame_nce(predicted_frames, self._frame_targets(video), frame_selected, exclude),
             "decoder": decoder,
             "m_joint": pair_matching_loss(m_positive, m_negative, has_partner),
-            "m_align": self._align(masked_text_states, text_mask, masked_video_states, exclude),
+            "m_align": symmetric_info_nce(
+                self._similarity(masked_text_states, text_mask, masked_video_states) / c.temperature, exclude
+            ),
             "m_decoder": m_decoder,
         }
 

@@ -1,0 +1,40 @@
+"""UniVL's ``hard_negatives``: Joint's negative video is drawn by Align's similarity (ALBEF) instead of uniformly."""
+
+from __future__ import annotations
+
+import torch
+from backbone_helpers import random_batch, tiny
+
+from meltr.models.losses import pair_matching_loss
+from meltr.models.univl import UNIVL_TASKS
+
+
+def test_at_a_tiny_temperature_the_negative_is_the_most_similar_other_clip():
+    # At temperature 1e-6 the softmax over the other clips is one-hot on Align's most similar video: the brute
+    # force reference scores every pair with the cross encoder and takes that one.
+    model, batch = tiny("univl", hard_negatives=True, temperature=1e-6), random_batch(batch_size=6)
+    model.eval()
+    with torch.no_grad():
+        similarity = model.encode_text(batch) @ model.encode_video(batch).t()
+        others = similarity.masked_fill(torch.eye(6, dtype=torch.bool), -torch.inf)
+        top2 = others.topk(2, dim=-1).values
+        assert ((top2[:, 0] - top2[:, 1]) / 1e-6 > 50).all()  # Gumbel noise cannot reorder them
+        partner = others.argmax(-1)
+        assert not torch.equal(partner, torch.arange(6).roll(1))  # not a trivial pattern
+        positive = model.match_score(batch)
+        negative = model.match_score({**batch, "video": batch["video"][partner]})
+        expected = pair_matching_loss(positive, negative, torch.ones(6, dtype=torch.bool))
+        losses = model(batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(losses["joint"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_only_the_matching_losses_change():
+    batch = random_batch(batch_size=6)
+    uniform, hard = tiny("univl"), tiny("univl", hard_negatives=True)
+    with torch.no_grad():
+        a, b = uniform(batch, torch.Generator().manual_seed(3)), hard(batch, torch.Generator().manual_seed(3))
+    for task in UNIVL_TASKS:
+        if task in ("joint", "m_joint"):
+            continue
+        torch.testing.assert_close(a[task], b[task], atol=0, rtol=0)
+    assert not torch.equal(a["joint"], b["joint"])
