@@ -6,6 +6,7 @@ import torch
 from backbone_helpers import random_batch, tiny
 
 from meltr.models.losses import pair_matching_loss
+from meltr.models.masking import mask_frames, mask_tokens, sample_negatives
 from meltr.models.univl import UNIVL_TASKS
 
 
@@ -38,3 +39,20 @@ def test_only_the_matching_losses_change():
             continue
         torch.testing.assert_close(a[task], b[task], atol=0, rtol=0)
     assert not torch.equal(a["joint"], b["joint"])
+    assert not torch.equal(a["m_joint"], b["m_joint"])
+
+
+def test_without_them_the_negative_is_the_uniform_draw_after_the_masks():
+    # Replays the generator as the forward does (text mask, frame mask, then the negatives) and scores the drawn
+    # pairs with the cross encoder: the uniform partners of before the option existed.
+    model, batch = tiny("univl"), random_batch(batch_size=6)
+    model.eval()
+    c, generator = model.config, torch.Generator().manual_seed(0)
+    mask_tokens(batch["text"], c.vocab_size, c.text_mask_prob, batch["text_mask"].bool(), generator)
+    mask_frames(batch["video"], c.frame_mask_prob, generator)
+    partner, valid = sample_negatives(6, batch.get("clip_id"), generator)
+    with torch.no_grad():
+        negative = model.match_score({**batch, "video": batch["video"][partner]})
+        expected = pair_matching_loss(model.match_score(batch), negative, valid)
+        losses = model(batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(losses["joint"], expected, atol=1e-5, rtol=1e-5)

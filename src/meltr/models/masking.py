@@ -121,9 +121,9 @@ def sample_negatives(
 
     Uniformly, or with ``logits`` as in ALBEF's hard negatives (Li et al. 2021): sample ``i`` takes partner
     ``j`` with probability ``softmax_j(logits[i, j])`` over the valid ``j``, so that the partners that look
-    most alike (a high contrastive similarity) are the likeliest. Both draw the same ``[B, B]`` uniforms
-    (Gumbel-max), so a seeded generator gives the same uniform partners whether or not ``logits`` exist
-    elsewhere, and the same draws at one point of the parameters.
+    most alike (a high contrastive similarity) are the likeliest (Gumbel-max). Both modes consume the same
+    ``[B, B]`` uniforms, so the generator advances identically; at fixed logits a seed fixes the partners. A row
+    whose valid logits are all ``-inf`` has no partner (``valid`` False).
 
     A partner with the same ``clip_id`` (another caption of the same clip) is not a negative and is never
     picked.

@@ -96,8 +96,9 @@ class UniVLConfig:
     temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
     hard_negatives: bool = help_field(
         "Draw each text's negative video for Joint and M-Joint with probability softmax(Align similarity / "
-        "temperature) over the other clips of the batch, as ALBEF does (Li et al. 2021), instead of uniformly: "
-        "the negatives that Align finds alike make matching learn what tells them apart.",
+        "temperature) over the other clips of the batch, as ALBEF does (Li et al. 2021; only the text-to-video "
+        "direction), instead of uniformly: the negatives that Align finds alike make matching learn what tells "
+        "them apart. The partners then depend on the parameters, so the matching losses are piecewise in them.",
         False,
     )
     caption_from_transcript: bool = help_field(
