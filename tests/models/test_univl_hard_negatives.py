@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from backbone_helpers import random_batch, tiny
 
@@ -56,3 +57,9 @@ def test_without_them_the_negative_is_the_uniform_draw_after_the_masks():
         expected = pair_matching_loss(model.match_score(batch), negative, valid)
         losses = model(batch, torch.Generator().manual_seed(0))
     torch.testing.assert_close(losses["joint"], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("field", ["hard_negatives", "caption_from_transcript"])
+def test_a_flag_that_is_not_true_or_false_is_refused_naming_the_field(field):
+    with pytest.raises(ValueError, match=rf"UniVLConfig\.{field} must be true or false, got 'maybe'"):
+        tiny("univl", **{field: "maybe"})

@@ -97,6 +97,13 @@ def check_probability(config: object, *names: str) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be in [0, 1], got {value!r}")
 
 
+def check_flag(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{type(config).__name__}.{name} must be true or false, got {value!r}")
+
+
 TOKEN_KEYS: tuple[str, ...] = ("text", "transcript", "question")
 
 

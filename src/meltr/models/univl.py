@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from meltr.models.base import (
     BACKBONES,
+    check_flag,
     check_positive,
     check_probability,
     help_field,
@@ -125,6 +126,7 @@ class UniVLConfig:
             "max_text_len",
         )
         check_probability(self, "dropout", "text_mask_prob", "frame_mask_prob")
+        check_flag(self, "hard_negatives", "caption_from_transcript")
         if self.frame_stem not in FRAME_STEMS:
             choices = ", ".join(FRAME_STEMS)
             raise ValueError(f"UniVLConfig.frame_stem must be one of {choices}, got {self.frame_stem!r}")
@@ -344,9 +346,10 @@ class UniVL(nn.Module):
         logits = self.match_head(states[:, 0]).squeeze(-1)
         return logits[:size], logits[size:], states[:size]
 
-    def _similarity(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor) -> Tensor:
-        """Align's ``[B, B]`` cosine similarities of every text with every video."""
-        return self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
+    def _align_logits(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor) -> Tensor:
+        """Align's ``[B, B]`` logits: the cosine of every text with every video, over the temperature."""
+        similarity = self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
+        return similarity / self.config.temperature
 
     # -- the contract --------------------------------------------------------------------------------------
 
@@ -372,9 +375,9 @@ class UniVL(nn.Module):
         both_masks = torch.cat([text_mask, text_mask])
         text_states, masked_text_states = self._text_states(torch.cat([text, masked_text]), both_masks).split(size)
         video_states, masked_video_states = self._video_states(torch.cat([video, masked_video])).split(size)
-        similarity = self._similarity(text_states, text_mask, video_states)
-        logits = similarity.detach() / c.temperature if c.hard_negatives else None
-        partner, has_partner = sample_negatives(size, clip_id, generator, text.device, logits)
+        align_logits = self._align_logits(text_states, text_mask, video_states)
+        hard = align_logits if c.hard_negatives else None
+        partner, has_partner = sample_negatives(size, clip_id, generator, text.device, hard)
 
         positive, negative, _ = self._matching(text_states, text_mask, video_states, partner)
         m_positive, m_negative, masked_cross = self._matching(
@@ -402,13 +405,13 @@ class UniVL(nn.Module):
 
         return {
             "joint": pair_matching_loss(positive, negative, has_partner),
-            "align": symmetric_info_nce(similarity / c.temperature, exclude),
+            "align": symmetric_info_nce(align_logits, exclude),
             "cmlm": masked_token_loss(cmlm_logits, text, text_selected),
             "cmfm": frame_nce(predicted_frames, self._frame_targets(video), frame_selected, exclude),
             "decoder": decoder,
             "m_joint": pair_matching_loss(m_positive, m_negative, has_partner),
             "m_align": symmetric_info_nce(
-                self._similarity(masked_text_states, text_mask, masked_video_states) / c.temperature, exclude
+                self._align_logits(masked_text_states, text_mask, masked_video_states), exclude
             ),
             "m_decoder": m_decoder,
         }
