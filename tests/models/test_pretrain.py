@@ -11,8 +11,10 @@ import torch
 data = pytest.importorskip("meltr.data")
 
 from meltr.cli.main import main  # noqa: E402
+from meltr.models import build_backbone  # noqa: E402
 from meltr.training.pretrain import (  # noqa: E402
     PretrainConfig,
+    held_out_losses,
     learning_rate_factor,
     load_pretrained,
     pretrain,
@@ -101,3 +103,50 @@ def test_a_checkpoint_of_another_recipe_is_refused(world, tmp_path):
     other = PretrainConfig(backbone="univl", size="tiny", steps=3, batch_size=4, warmup_steps=1, log_every=0)
     with pytest.raises(ValueError, match="different pre-training config"):
         pretrain(other, world, log=None, checkpoint=checkpoint)
+
+
+def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
+    """With ``tasks=("vtm",)`` the total is VTM alone and the heads of MLM and MVM never move (they get no
+    gradient, so AdamW leaves them, weight decay included); every loss is still logged."""
+    config = PretrainConfig(
+        backbone="violet", size="tiny", steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, tasks=("vtm",)
+    )
+    torch.manual_seed(config.seed)  # the initialisation pretrain() starts from
+    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
+    initial = build_backbone("violet", "tiny", vocab_size=world.tokenizer.vocab_size, **shape)
+    result = pretrain(config, world, log=None)
+    for record in result.history:
+        assert set(record) == {"step", "lr", "total", "vtm", "mlm", "mvm"}
+        assert record["total"] == pytest.approx(record["vtm"])
+    trained, before = result.model.state_dict(), initial.state_dict()
+    for name, value in trained.items():
+        if name.startswith("mvm_head."):
+            assert torch.equal(value, before[name]), name
+    assert not torch.allclose(trained["vtm_head.2.weight"], before["vtm_head.2.weight"])
+
+
+def test_tasks_naming_a_loss_the_backbone_lacks_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="its losses are: vtm, mlm, mvm"):
+        PretrainConfig(backbone="violet", tasks=("vtc",))
+    with pytest.raises(ValueError, match="not distinct"):
+        PretrainConfig(backbone="violet", tasks=("vtm", "vtm"))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"meltr pretrain: .*its losses are: vtm, mlm, vtc"):
+        main(["pretrain", "--backbone", "allinone", "--size", "tiny", "--tasks", "mvm", "--out", str(out)])
+    assert not out.exists()
+
+
+def test_held_out_losses_are_the_mean_over_whole_batches_with_masks_seeded_zero(world):
+    config = PretrainConfig(backbone="violet", size="tiny", steps=1, batch_size=4, log_every=0)
+    model = pretrain(config, world, log=None).model
+    losses = held_out_losses(model, world, split="pretrain", batch_size=8)
+    generator = torch.Generator().manual_seed(0)
+    expected = {}
+    with torch.no_grad():
+        for batch in world.loader("pretrain", 8, shuffle=False, drop_last=True):
+            for task, loss in model(batch, generator=generator).items():
+                expected.setdefault(task, []).append(loss.mean().item())
+    assert losses == pytest.approx({task: sum(values) / len(values) for task, values in expected.items()})
+    assert held_out_losses(model, world, split="pretrain", batch_size=8) == losses  # same masks every call
+    with pytest.raises(ValueError, match="the test split has 0 clips, fewer than batch_size=32"):
+        held_out_losses(model, world)

@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (AdamW)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, batches and masks")
     parser.add_argument("--log-every", type=int, default=50, help="log the losses every N steps")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=[],
+        metavar="TASK",
+        help="train on these pretext losses only (default: all); the others are still logged, e.g. --tasks vtm",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="directory to write into")
     parser.add_argument(
         "--set",
@@ -72,16 +79,20 @@ def run(args: argparse.Namespace) -> int:
         world_config = WorldConfig(**{**sizes, **world_overrides})
     except (TypeError, ValueError) as error:
         raise SystemExit(f"meltr pretrain: --world: {error}") from None
-    config = PretrainConfig(
-        backbone=args.backbone,
-        size=args.size,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        log_every=args.log_every,
-        overrides=parse_assignments(args.overrides, "--set", "pretrain"),
-    )
+    try:
+        config = PretrainConfig(
+            backbone=args.backbone,
+            size=args.size,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            log_every=args.log_every,
+            overrides=parse_assignments(args.overrides, "--set", "pretrain"),
+            tasks=tuple(args.tasks),
+        )
+    except ValueError as error:
+        raise SystemExit(f"meltr pretrain: {error}") from None
     print(f"generating the world ({world_config.n_pretrain} pretrain clips)...", flush=True)
     world = make_world(world_config)
     result = pretrain(

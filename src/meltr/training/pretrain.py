@@ -42,6 +42,11 @@ class PretrainConfig:
     overrides: dict[str, Any] = dataclasses.field(
         default_factory=dict, metadata={"help": "Backbone config fields to change, e.g. {'dim': 128}."}
     )
+    tasks: tuple[str, ...] = help_field(
+        "Pretext losses to sum and train on (empty: all of the backbone's, as the papers do). The others are "
+        "still computed and logged, which is how an ablation shows what a loss learns alone.",
+        factory=tuple,
+    )
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -51,6 +56,15 @@ class PretrainConfig:
                 raise ValueError(f"PretrainConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("PretrainConfig: lr must be positive, warmup_steps and grad_clip non-negative")
+        self.tasks = tuple(self.tasks)
+        if self.tasks:
+            known = build_backbone(self.backbone, "tiny", vocab_size=64).tasks
+            unknown = [task for task in self.tasks if task not in known]
+            if unknown or len(set(self.tasks)) != len(self.tasks):
+                raise ValueError(
+                    f"PretrainConfig.tasks: {self.tasks} are not distinct pretext losses of {self.backbone}; "
+                    f"its losses are: {', '.join(known)}"
+                )
 
 
 @dataclass
@@ -77,7 +91,8 @@ def pretrain(
     checkpoint_every: int = 100,
     progress: bool = False,
 ) -> PretrainResult:
-    """Minimise the sum of the backbone's pretext losses (batch means) on ``world``'s pretrain split.
+    """Minimise the sum of the backbone's pretext losses (batch means; ``config.tasks`` of them if given) on
+    ``world``'s pretrain split.
 
     Args:
         config: the recipe.
@@ -145,7 +160,7 @@ def pretrain(
             if index < position:
                 continue  # resuming inside an epoch: these batches were seen before the checkpoint
             losses = {task: loss.mean() for task, loss in model(batch).items()}
-            total = sum(losses.values())
+            total = sum(losses[task] for task in config.tasks or losses)
             if not torch.isfinite(total):
                 bad = [t for t, loss in losses.items() if not torch.isfinite(loss)]
                 raise FloatingPointError(f"step {step}: non-finite pretext loss(es) {bad}")
@@ -176,6 +191,25 @@ def pretrain(
             epoch, position = epoch + 1, 0
     bar.close()
     return PretrainResult(model.eval(), history)
+
+
+@torch.no_grad()
+def held_out_losses(model: nn.Module, world, split: str = "test", batch_size: int = 32) -> dict[str, float]:
+    """Mean pretext losses of ``model`` (put in eval mode) over the whole batches of ``world``'s ``split``.
+
+    The masks and negatives come from a generator seeded 0, so two models (before and after pre-training, or
+    two recipes) are measured on the same masks and the same negatives.
+    """
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    batches = list(world.loader(split, batch_size, shuffle=False, drop_last=True))
+    if not batches:
+        raise ValueError(f"the {split} split has {len(world[split])} clips, fewer than batch_size={batch_size}")
+    totals: dict[str, float] = {}
+    for batch in batches:
+        for task, loss in model(batch, generator=generator).items():
+            totals[task] = totals.get(task, 0.0) + loss.mean().item() / len(batches)
+    return totals
 
 
 def save_pretrained(path: str | Path, model: nn.Module, backbone: str, **extra: Any) -> Path:
@@ -210,6 +244,7 @@ def load_pretrained(path: str | Path) -> nn.Module:
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
+    "held_out_losses",
     "learning_rate_factor",
     "load_pretrained",
     "pretrain",

@@ -1,0 +1,91 @@
+"""Why single-stream video-text matching (VTM) stays at chance from a random initialisation (issue 3).
+
+    OMP_NUM_THREADS=1 python benchmarks/matching_saddle.py [--steps 400] [--backbones violet allinone]
+
+Two measurements on the world and recipe of the slow pre-training test (tests/models/test_pretraining_slow.py:
+2048 pretrain clips, tiny presets, AdamW lr 1e-3, warm-up 50, seed 0):
+
+1. At the initialisation ``pretrain`` starts from, how much the joint pass's outputs vary across 128 held-out
+   (text, video) pairs: the [CLS] state the matching head reads, the mean state of the real tokens, and the
+   matching logit. A head whose input hardly varies gets hardly any gradient.
+2. Held-out VTM before and after ``--steps`` steps of pre-training on all the pretext losses and on VTM alone
+   (``PretrainConfig.tasks``): whether the other losses are what holds VTM at ln 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from meltr.data import make_world
+from meltr.models import build_backbone
+from meltr.training.pretrain import PretrainConfig, held_out_losses, pretrain
+
+
+@torch.no_grad()
+def spread_at_initialisation(name: str, world) -> dict[str, float]:
+    """Std across the held-out pairs (mean over the features) of the [CLS] and mean states and of the logit."""
+    torch.manual_seed(0)  # pretrain()'s initialisation (seed 0)
+    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
+    model = build_backbone(name, "tiny", vocab_size=world.tokenizer.vocab_size, **shape).eval()
+    batch = next(iter(world.loader("test", len(world["test"]), shuffle=False)))
+    mask = batch["text_mask"].bool()
+    words = model.text_embedding(batch["text"])
+    if name == "violet":
+        visual = model.patch_embedding(batch["video"].float()).flatten(1, 2)
+    else:
+        visual = model._visual(batch)
+    states = model._encode(words, mask, visual)  # [B, L + N, d]; All-in-one's averaged over frames
+    real = torch.cat([mask, torch.ones(states.shape[0], states.shape[1] - mask.shape[1], dtype=torch.bool)], 1)
+    mean = (states * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+    return {
+        "[CLS] state": states[:, 0].std(0).mean().item(),
+        "mean state": mean.std(0).mean().item(),
+        "one token's state": states[:, 1:].std(0).mean().item(),
+        "VTM logit": model.match_score(batch).std().item(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400, help="pre-training steps (default: 400, the slow test's)")
+    parser.add_argument("--backbones", nargs="+", default=["violet", "allinone"], choices=["violet", "allinone"])
+    args = parser.parse_args()
+    world = make_world(n_pretrain=2048, n_train=0, n_meta=0, n_test=128)
+
+    print("At initialisation: std across 128 held-out pairs (mean over features)\n")
+    print("| backbone | [CLS] state | mean state | one token's state | VTM logit |\n|---|---:|---:|---:|---:|")
+    for name in args.backbones:
+        spread = spread_at_initialisation(name, world)
+        print(f"| {name} | " + " | ".join(f"{value:.2g}" for value in spread.values()) + " |")
+
+    print(f"\nHeld-out VTM (chance ln 2 = {math.log(2):.3f}) after {args.steps} steps\n")
+    print("| backbone | trained on | before | after | lowest logged (every 25 steps) | seconds |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in args.backbones:
+        for tasks in ((), ("vtm",)):
+            config = PretrainConfig(
+                backbone=name, size="tiny", steps=args.steps, lr=1e-3, warmup_steps=50, log_every=25, tasks=tasks
+            )
+            torch.manual_seed(config.seed)
+            shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
+            before = held_out_losses(
+                build_backbone(name, "tiny", vocab_size=world.tokenizer.vocab_size, **shape), world
+            )
+            started = time.perf_counter()
+            result = pretrain(config, world, log=None)
+            seconds = time.perf_counter() - started
+            after = held_out_losses(result.model, world)
+            lowest = min(record["vtm"] for record in result.history)
+            trained = "VTM alone" if tasks else "all losses"
+            print(
+                f"| {name} | {trained} | {before['vtm']:.3f} | {after['vtm']:.3f} | {lowest:.3f} | {seconds:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
