@@ -125,6 +125,14 @@ def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
     assert not torch.allclose(trained["vtm_head.2.weight"], before["vtm_head.2.weight"])
 
 
+def test_choosing_tasks_leaves_the_global_random_state_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    PretrainConfig(backbone="univl", tasks=("align",))
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_tasks_naming_a_loss_the_backbone_lacks_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="its losses are: vtm, mlm, mvm"):
         PretrainConfig(backbone="violet", tasks=("vtc",))

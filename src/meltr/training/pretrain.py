@@ -58,7 +58,8 @@ class PretrainConfig:
             raise ValueError("PretrainConfig: lr must be positive, warmup_steps and grad_clip non-negative")
         self.tasks = tuple(self.tasks)
         if self.tasks:
-            known = build_backbone(self.backbone, "tiny", vocab_size=64).tasks
+            with torch.random.fork_rng(devices=[]):  # building a model draws weights; leave the caller's RNG be
+                known = build_backbone(self.backbone, "tiny", vocab_size=64).tasks
             unknown = [task for task in self.tasks if task not in known]
             if unknown or len(set(self.tasks)) != len(self.tasks):
                 raise ValueError(
