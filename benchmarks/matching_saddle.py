@@ -21,16 +21,14 @@ import time
 import torch
 
 from meltr.data import make_world
-from meltr.models import build_backbone
-from meltr.training.pretrain import PretrainConfig, held_out_losses, pretrain
+from meltr.models.layers import masked_mean
+from meltr.training.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
 
 
 @torch.no_grad()
 def spread_at_initialisation(name: str, world) -> dict[str, float]:
     """Std across the held-out pairs (mean over the features) of the [CLS] and mean states and of the logit."""
-    torch.manual_seed(0)  # pretrain()'s initialisation (seed 0)
-    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    model = build_backbone(name, "tiny", vocab_size=world.tokenizer.vocab_size, **shape).eval()
+    model = initial_backbone(PretrainConfig(backbone=name, size="tiny"), world).eval()
     batch = next(iter(world.loader("test", len(world["test"]), shuffle=False)))
     mask = batch["text_mask"].bool()
     words = model.text_embedding(batch["text"])
@@ -40,7 +38,7 @@ def spread_at_initialisation(name: str, world) -> dict[str, float]:
         visual = model._visual(batch)
     states = model._encode(words, mask, visual)  # [B, L + N, d]; All-in-one's averaged over frames
     real = torch.cat([mask, torch.ones(states.shape[0], states.shape[1] - mask.shape[1], dtype=torch.bool)], 1)
-    mean = (states * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+    mean = masked_mean(states, real)
     return {
         "[CLS] state": states[:, 0].std(0).mean().item(),
         "mean state": mean.std(0).mean().item(),
@@ -70,11 +68,7 @@ def main() -> None:
             config = PretrainConfig(
                 backbone=name, size="tiny", steps=args.steps, lr=1e-3, warmup_steps=50, log_every=25, tasks=tasks
             )
-            torch.manual_seed(config.seed)
-            shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-            before = held_out_losses(
-                build_backbone(name, "tiny", vocab_size=world.tokenizer.vocab_size, **shape), world
-            )
+            before = held_out_losses(initial_backbone(config, world), world)
             started = time.perf_counter()
             result = pretrain(config, world, log=None)
             seconds = time.perf_counter() - started

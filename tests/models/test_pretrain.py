@@ -11,10 +11,10 @@ import torch
 data = pytest.importorskip("meltr.data")
 
 from meltr.cli.main import main  # noqa: E402
-from meltr.models import build_backbone  # noqa: E402
 from meltr.training.pretrain import (  # noqa: E402
     PretrainConfig,
     held_out_losses,
+    initial_backbone,
     learning_rate_factor,
     load_pretrained,
     pretrain,
@@ -111,9 +111,7 @@ def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
     config = PretrainConfig(
         backbone="violet", size="tiny", steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, tasks=("vtm",)
     )
-    torch.manual_seed(config.seed)  # the initialisation pretrain() starts from
-    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    initial = build_backbone("violet", "tiny", vocab_size=world.tokenizer.vocab_size, **shape)
+    initial = initial_backbone(config, world)
     result = pretrain(config, world, log=None)
     for record in result.history:
         assert set(record) == {"step", "lr", "total", "vtm", "mlm", "mvm"}

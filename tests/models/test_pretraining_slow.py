@@ -7,11 +7,10 @@ initialisation ``pretrain`` starts from and after its steps.
 import functools
 
 import pytest
-import torch
 
 from meltr.data import make_world
 from meltr.models import BACKBONES, build_backbone
-from meltr.training.pretrain import PretrainConfig, held_out_losses, pretrain
+from meltr.training.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
 
 # (size, steps) per backbone: tiny, except UniVL, whose cross-encoder matching (joint, m_joint) leaves chance only
 # once Align has aligned the two encoders, which the tiny model does not do within a few hundred steps.
@@ -32,9 +31,7 @@ def before_and_after(name: str) -> tuple[dict[str, float], dict[str, float]]:
     world = make_world(n_pretrain=2048, n_train=0, n_meta=0, n_test=128)
     size, steps = RECIPES.get(name, DEFAULT_RECIPE)
     config = PretrainConfig(backbone=name, size=size, steps=steps, lr=1e-3, warmup_steps=50, log_every=0)
-    torch.manual_seed(config.seed)  # the initialisation pretrain() starts from
-    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    initial = build_backbone(name, size, vocab_size=world.tokenizer.vocab_size, **shape)
+    initial = initial_backbone(config, world)
     return held_out_losses(initial, world), held_out_losses(pretrain(config, world, log=None).model, world)
 
 

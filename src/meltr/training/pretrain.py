@@ -84,6 +84,16 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> floa
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def initial_backbone(config: PretrainConfig, world) -> nn.Module:
+    """The backbone :func:`pretrain` starts from: ``config``'s backbone for ``world``'s tokenizer and frames,
+    initialised under ``torch.manual_seed(config.seed)`` (which reseeds the global generator)."""
+    torch.manual_seed(config.seed)
+    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
+    return build_backbone(
+        config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **{**shape, **config.overrides}
+    )
+
+
 def pretrain(
     config: PretrainConfig,
     world,
@@ -111,14 +121,7 @@ def pretrain(
         raise ValueError(
             f"the pretrain split has {len(world['pretrain'])} clips, fewer than batch_size={config.batch_size}"
         )
-    torch.manual_seed(config.seed)
-    shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    model = build_backbone(
-        config.backbone,
-        config.size,
-        vocab_size=world.tokenizer.vocab_size,
-        **{**shape, **config.overrides},
-    )
+    model = initial_backbone(config, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, config.steps)
@@ -246,6 +249,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "held_out_losses",
+    "initial_backbone",
     "learning_rate_factor",
     "load_pretrained",
     "pretrain",
