@@ -246,6 +246,16 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
     return backbone
 
 
+def zero_shot(config: FinetuneConfig, world=None) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+    config.validate()
+    world = world if world is not None else build_world(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_task(config.task, build_backbone_for(config, world), config.backbone, **config.task_options)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+
+
 @dataclass
 class FinetuneResult:
     run_dir: Path
