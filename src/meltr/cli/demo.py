@@ -21,7 +21,7 @@ RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo_retrieval.yaml"
 METHODS: dict[str, list[str]] = {
     "single_task": ["combiner=single_task"],
     "equal_weight": ["combiner=equal_weight"],
-    "meltr": ["combiner=meltr", "combiner_options.init=residual"],
+    "meltr": ["combiner=meltr", "combiner_options.init=residual", "meta_lr=0.01"],
     "meltr_official_init": ["combiner=meltr", "combiner_options.init=official"],
 }
 """The demo's methods: recipe overrides of each. ``meltr`` is the default MELTR (residual start); the official
