@@ -22,7 +22,7 @@ import torch
 
 from meltr.data import make_world
 from meltr.models.layers import masked_mean
-from meltr.training.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
+from meltr.recipes.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
 
 
 @torch.no_grad()

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.checkpoint import load_checkpoint
-from meltr.training.pretrain import load_pretrained
+from meltr.training.checkpoint import load_checkpoint, load_pretrained
 
 SHIPPED = [name for name in BACKBONES.names() if pretrained_path(name).exists()]
 

@@ -11,15 +11,14 @@ import torch
 data = pytest.importorskip("meltr.data")
 
 from meltr.cli.main import main  # noqa: E402
-from meltr.training.pretrain import (  # noqa: E402
+from meltr.recipes.pretrain import (  # noqa: E402
     PretrainConfig,
     held_out_losses,
     initial_backbone,
-    learning_rate_factor,
-    load_pretrained,
     pretrain,
-    save_pretrained,
 )
+from meltr.training.checkpoint import load_pretrained, save_pretrained  # noqa: E402
+from meltr.training.schedule import learning_rate_factor  # noqa: E402
 
 
 @pytest.fixture(scope="module")

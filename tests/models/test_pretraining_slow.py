@@ -10,7 +10,7 @@ import pytest
 
 from meltr.data import make_world
 from meltr.models import BACKBONES, build_backbone
-from meltr.training.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
+from meltr.recipes.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
 
 # (size, steps) per backbone: tiny, except UniVL, whose cross-encoder matching (joint, m_joint) leaves chance only
 # once Align has aligned the two encoders, which the tiny model does not do within a few hundred steps.

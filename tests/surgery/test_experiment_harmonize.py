@@ -1,4 +1,4 @@
-"""The gradient-harmonisation experiment (meltr.surgery.experiment, ``meltr harmonize``) on a tiny world: the scores of
+"""The gradient-harmonisation experiment (meltr.recipes.harmonize, ``meltr harmonize``) on a tiny world: the scores of
 the curriculum against hand-built examples and against the world's record, the pipeline's outputs, determinism, the
 linear probe, and the CLI."""
 
@@ -12,28 +12,25 @@ import numpy as np
 import pytest
 import torch
 
+from meltr.analysis.probe import fit_linear_probe, topk_accuracy
 from meltr.cli.main import main
 from meltr.combine import FixedWeights
-from meltr.surgery import Curriculum, Realign, RealignCurriculum
-from meltr.surgery.experiment import (
+from meltr.metrics.drops import alignment_auc, clip_drop_scores, drop_precision_recall
+from meltr.recipes.harmonize import (
     DROP_METRICS,
     INIT_ROW,
     LABELS,
     METRICS,
     ROWS,
     HarmonizeConfig,
-    alignment_auc,
     caption_bags,
-    clip_drop_scores,
     drop_metrics,
-    drop_precision_recall,
-    fit_linear_probe,
     pretrain_row,
     row_method,
     run_harmonize,
-    topk_accuracy,
     write_report,
 )
+from meltr.surgery import Curriculum, Realign, RealignCurriculum
 
 TINY = {
     "steps": 3,

@@ -11,7 +11,7 @@ peft-like usage::
 
 Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``): ``msta`` and ``adaptformer``
 (a small module of meltr, as peft has none). The LoRA baseline is peft's own (``inject_lora``, an optional
-dependency imported only when called: ``pip install 'meltr[peft]'``). ``meltr.adapters.experiment`` is the
+dependency imported only when called: ``pip install 'meltr[peft]'``). ``meltr.recipes.base_to_novel`` is the
 base-to-novel experiment of the paper (``meltr adapt``).
 """
 

@@ -1,23 +1,22 @@
 """``meltr demo``: the README's main job.
 
 Fine-tunes the shipped pre-trained UniVL-style backbone for text-to-video retrieval on the synthetic world with
-single-task, equal-weight multi-task and MELTR losses (recipe ``configs/demo_retrieval.yaml``), then prints one
+single-task, equal-weight multi-task and MELTR losses (the shipped config ``demo_retrieval``), then prints one
 side-by-side table of R@1 / R@5 / R@10 / MdR on the 1000-clip test split and the wall time of each run. Run
 directories go to ``runs/demo/``; rerunning reuses finished runs.
 
 ``meltr demo --toy`` runs the smallest complete example instead: the helpful / harmful toy problem of
-:mod:`meltr.toy`, in seconds.
+:mod:`meltr.recipes.toy`, in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 from tqdm import tqdm
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo_retrieval.yaml"
+RECIPE = "demo_retrieval"
 METHODS = ("single_task", "equal_weight", "meltr")
 
 
@@ -32,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=400, help="--toy: training steps per method (default: 400)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--all-estimators", action="store_true", help="--toy: MELTR with every estimator")
-    parser.add_argument("--recipe", type=Path, default=RECIPE, help="the retrieval recipe (default: %(default)s)")
+    parser.add_argument(
+        "--recipe", default=RECIPE, help="the retrieval config: a shipped name or a YAML file (default: %(default)s)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe fields, e.g. epochs=1")
     parser.set_defaults(func=run)
 
@@ -44,14 +45,16 @@ def run(args: argparse.Namespace) -> int:
 def run_retrieval(args: argparse.Namespace) -> int:
     import sys
 
-    from meltr.training.finetune import FinetuneConfig, build_world, finetune
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, build_world, finetune
 
     rows = []
     world = None
     try:
+        recipe = config_path(args.recipe)
         for method in METHODS:
             config = FinetuneConfig.load(
-                args.recipe,
+                recipe,
                 [*args.overrides, f"combiner={method}", f"seed={args.seed}", f"name=demo-{method}-s{args.seed}"],
             )
             if world is None:
@@ -82,8 +85,8 @@ def run_toy(args: argparse.Namespace) -> int:
     import torch
 
     from meltr.hypergrad import ESTIMATORS
-    from meltr.toy import TASKS
-    from meltr.toy import run as train_toy
+    from meltr.recipes.toy import TASKS
+    from meltr.recipes.toy import run as train_toy
 
     torch.set_num_threads(1)  # the toy's tensors are tiny: threads only add synchronisation
     methods = [("single_task", "-"), ("equal_weight", "-"), ("learned_linear", "identity"), ("meltr", "identity")]
@@ -103,7 +106,7 @@ def run_toy(args: argparse.Namespace) -> int:
         + f"{'time (s)':>10}"
     )
     print(
-        "\nHelpful / harmful toy problem (meltr.toy): primary test loss = ||w - w_true||^2 + noise^2 "
+        "\nHelpful / harmful toy problem (meltr.recipes.toy): primary test loss = ||w - w_true||^2 + noise^2 "
         f"(noise^2 = 0.25), {args.steps} steps, seed {args.seed}\n"
     )
     print(header)

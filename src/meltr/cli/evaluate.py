@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from meltr.recipes.finetune import FinetuneConfig, build_backbone_for, build_world
     from meltr.tasks import build_task
-    from meltr.training.finetune import FinetuneConfig, build_backbone_for, build_world
 
     sizes = {"n_pretrain": 0, "n_train": 0, "n_meta": 0, "n_test": 0, f"n_{args.split}": args.clips}
     try:

@@ -4,8 +4,8 @@
 VATT-style backbone on the synthetic world with a known share of misaligned video-text pairs, once per row of the
 paper's table (VATT, + RW (VA), + RW (VT), + GR, + CL, + Both) and seed, evaluates each (linear probes for video and
 audio classification, zero-shot text-to-video retrieval) and writes the Markdown table, ``<stem>.csv``,
-``<stem>-seeds.csv`` and the gradient-cosine plot ``<stem>-cosine.png`` (see :mod:`meltr.surgery.experiment`).
-``--set key=value`` changes any field of :class:`~meltr.surgery.experiment.HarmonizeConfig`, ``--model key=value`` a
+``<stem>-seeds.csv`` and the gradient-cosine plot ``<stem>-cosine.png`` (see :mod:`meltr.recipes.harmonize`).
+``--set key=value`` changes any field of :class:`~meltr.recipes.harmonize.HarmonizeConfig`, ``--model key=value`` a
 field of the backbone's config and ``--world key=value`` one of the world's.
 """
 
@@ -23,7 +23,7 @@ from meltr._yaml import parse_assignments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``harmonize`` subcommand."""
-    from meltr.surgery.experiment import ROWS, HarmonizeConfig
+    from meltr.recipes.harmonize import ROWS, HarmonizeConfig
 
     defaults = HarmonizeConfig()
     parser = subparsers.add_parser(
@@ -74,7 +74,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment and write the report."""
-    from meltr.surgery.experiment import HarmonizeConfig, run_harmonize, write_report
+    from meltr.recipes.harmonize import HarmonizeConfig, run_harmonize, write_report
 
     fields = parse_assignments(args.set, "--set", "harmonize")
     own_options = {"seeds", "rows", "model", "world", "steps", "batch_size"}
