@@ -1,4 +1,4 @@
-"""Why single-stream video-text matching (VTM) stays at chance from a random initialisation (issue 3).
+"""Why single-stream video-text matching (VTM) stays at chance from a random initialisation.
 
     OMP_NUM_THREADS=1 python benchmarks/matching_saddle.py [--steps 400] [--backbones violet allinone]
 

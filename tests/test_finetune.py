@@ -80,9 +80,7 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "--quiet",
         f"out_root={tmp_path}",
     ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=tmp_path
-    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "tiny"
     for name in (

@@ -253,7 +253,7 @@ class AuxiliaryLearner:
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
         )
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md).
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch.
         with sdpa_kernel(SDPBackend.MATH):
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))

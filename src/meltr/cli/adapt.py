@@ -1,4 +1,5 @@
-"""``meltr adapt``: the base-to-novel experiment of paper 004 (MSTA) on the synthetic world.
+"""``meltr adapt``: the base-to-novel experiment of "Efficient Transfer Learning for Video-language Foundation Models"
+(MSTA, CVPR 2025) on the synthetic world.
 
 ``meltr adapt --seeds 0 1 2 --markdown docs/adapters.md --csv docs/adapters.csv`` fine-tunes the shipped pre-trained
 backbone with every method of :data:`meltr.recipes.base_to_novel.METHODS` (full fine-tuning, LoRA through peft,

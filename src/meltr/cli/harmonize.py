@@ -1,4 +1,5 @@
-"""``meltr harmonize``: the gradient-harmonisation experiment of paper 002 (Wu et al., NeurIPS 2022).
+"""``meltr harmonize``: the experiment of "Scaling Multimodal Pre-Training via Cross-Modality Gradient Harmonization"
+(Wu et al., NeurIPS 2022).
 
 ``meltr harmonize [--seeds 0 1 2] [--steps N] [--rows baseline gr ...] [--out docs/harmonize.md]`` pre-trains the
 VATT-style backbone on the synthetic world with a known share of misaligned video-text pairs, once per row of the
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = HarmonizeConfig()
     parser = subparsers.add_parser(
         "harmonize",
-        help="gradient realignment and curriculum (paper 002) on the world, in the paper's table",
+        help="gradient realignment and curriculum (Wu et al., NeurIPS 2022) on the world, in the paper's table",
         description="Pre-train the VATT-style backbone on the synthetic world with misaligned video-text pairs as "
         "VATT, + RW (VA), + RW (VT), + GR, + CL and + Both, over several seeds; evaluate video / audio "
         "classification by linear probes and zero-shot text-to-video retrieval; write the table (Markdown, CSV), "

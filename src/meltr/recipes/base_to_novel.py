@@ -344,7 +344,7 @@ def write_markdown(result: BaseToNovelResult, path: str | Path, command: str) ->
         _, _, tail = rest.partition(REPORT_END)
         text = head + report + tail
     else:
-        text = "# Base-to-novel generalisation with adapters (paper 004)\n\n" + report + "\n"
+        text = "# Base-to-novel generalisation with adapters\n\n" + report + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path

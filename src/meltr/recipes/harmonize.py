@@ -1,4 +1,5 @@
-"""The gradient-harmonisation experiment of Wu et al. (NeurIPS 2022, paper 002) on the synthetic world.
+"""The experiment of "Scaling Multimodal Pre-Training via Cross-Modality Gradient Harmonization" (Wu et al.,
+NeurIPS 2022) on the synthetic world.
 
 The VATT-style backbone (:mod:`meltr.models.vatt`) is pre-trained on the world's pretrain split, a known fraction of
 whose video-text pairs is misaligned (``WorldConfig.misaligned_fraction``; the world records which), once per row of
@@ -27,17 +28,14 @@ classification by a linear probe (multinomial logistic regression on the frozen 
 transformer, fit on the train split's event labels, scored on the test split; Top-1 / Top-5), and zero-shot
 text-to-video retrieval on the test split (caption 0 of each clip queries every clip; R@1/5/10 and the median rank,
 :func:`meltr.metrics.retrieval_metrics`). The curriculum's dropped samples are scored against the world's record of
-misaligned pairs (:func:`drop_precision_recall`), and ``cos(g_va, g_vt)`` is recorded at every step.
+misaligned pairs (:func:`meltr.metrics.drops.drop_precision_recall`), and ``cos(g_va, g_vt)`` is recorded at every step.
 
 Cost. The per-sample curriculum needs per-sample gradients; with in-batch negatives each sample's loss depends on
 the whole batch, so the exact per-sample gradient over every parameter costs one backward pass through the whole
 batch per sample and task (``2B`` passes a step, about 15-25x a plain step at ``B = 32`` on a CPU). The experiment
 therefore takes the per-sample gradients that CL *reads* over a parameter scope (``alignment_scope``, by default the
 projection heads, where the two losses meet on the video's embedding), while the batch gradients, GR and every
-*update* use all parameters. ``alignment_scope=()`` gives the exact, every-parameter per-sample gradients. (In a
-pilot with an earlier configuration, 4x4x2 tubelets, the two scopes separated misaligned from aligned samples about
-equally well, AUC by third of training 0.54-0.59 over the heads and 0.51-0.57 over every parameter, the heads at a
-15th of the cost.)
+*update* use all parameters. ``alignment_scope=()`` gives the exact, every-parameter per-sample gradients.
 
 Choices made for the tiny scale (:data:`DEFAULT_WORLD`, :data:`DEFAULT_MODEL`) and CL's threshold: in a pilot run
 with nothing dropped, ``cos(g_va,i, g_vt,i)`` over the heads had its 5% quantile near -0.15 to -0.2 and its 25%
@@ -697,7 +695,7 @@ def markdown_report(result: HarmonizeResult, command: str, figure: str, csv_name
     seeds = ", ".join(map(str, config.seeds))
     n_test = result.world_config.n_test
     lines = [
-        "# Gradient harmonisation on the synthetic world (paper 002)",
+        "# Gradient harmonisation on the synthetic world",
         "",
         "Cross-modality gradient realignment (GR) and gradient-based curriculum learning (CL) of Wu et al. (NeurIPS "
         "2022) with the VATT-style backbone (`meltr.models.vatt`) on the synthetic world, in the layout of the "
