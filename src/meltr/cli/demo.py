@@ -1,12 +1,12 @@
 """``meltr demo``: the README's main job.
 
 Fine-tunes the shipped pre-trained UniVL-style backbone for text-to-video retrieval on the synthetic world with
-single-task, equal-weight multi-task and MELTR losses (recipe ``configs/demo_retrieval.yaml``), then prints one
+single-task, equal-weight multi-task and MELTR losses (the shipped config ``demo_retrieval``), then prints one
 side-by-side table of R@1 / R@5 / R@10 / MdR on the 1000-clip test split and the wall time of each run. Run
 directories go to ``runs/demo/``; rerunning reuses finished runs.
 
 ``meltr demo --toy`` runs the smallest complete example instead: the helpful / harmful toy problem of
-:mod:`meltr.toy`, in seconds.
+:mod:`meltr.recipes.toy`, in seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo_retrieval.yaml"
+RECIPE = "demo_retrieval"
 METHODS: dict[str, list[str]] = {
     "single_task": ["combiner=single_task"],
     "equal_weight": ["combiner=equal_weight"],
@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same budget for each method) and report the test metrics of the chosen one",
     )
     parser.add_argument("--all-estimators", action="store_true", help="--toy: MELTR with every estimator")
-    parser.add_argument("--recipe", type=Path, default=RECIPE, help="the retrieval recipe (default: %(default)s)")
+    parser.add_argument(
+        "--recipe", default=RECIPE, help="the retrieval config: a shipped name or a YAML file (default: %(default)s)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe fields, e.g. epochs=1")
     parser.set_defaults(func=run)
 
@@ -82,15 +84,17 @@ def run_retrieval(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from meltr.training.finetune import FinetuneConfig, build_world, finetune, zero_shot
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, build_world, finetune, zero_shot
 
     seeds = [args.seed + i for i in range(args.seeds)]
     results: dict[str, dict[int, dict]] = {"zero_shot": {}}
     tuning: dict[str, dict[float, list[float]]] = {}
     try:
+        recipe = config_path(args.recipe)
         for seed in seeds:
             world_seed = [f"world.seed={seed}", f"seed={seed}"]
-            base = FinetuneConfig.load(args.recipe, [*args.overrides, *world_seed])
+            base = FinetuneConfig.load(recipe, [*args.overrides, *world_seed])
             print(f"seed {seed}: generating the world ({base.world})...", file=sys.stderr, flush=True)
             world = build_world(base)
             results["zero_shot"][seed] = {"test": zero_shot(base, world), "seconds": 0.0, "lr": None}
@@ -99,7 +103,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
                 runs = {}
                 for lr in grid:
                     config = FinetuneConfig.load(
-                        args.recipe,
+                        recipe,
                         [
                             *args.overrides,
                             *world_seed,
@@ -165,8 +169,8 @@ def run_toy(args: argparse.Namespace) -> int:
     import torch
 
     from meltr.hypergrad import ESTIMATORS
-    from meltr.toy import TASKS
-    from meltr.toy import run as train_toy
+    from meltr.recipes.toy import TASKS
+    from meltr.recipes.toy import run as train_toy
 
     torch.set_num_threads(1)  # the toy's tensors are tiny: threads only add synchronisation
     methods = [("single_task", "-"), ("equal_weight", "-"), ("learned_linear", "identity"), ("meltr", "identity")]
@@ -186,7 +190,7 @@ def run_toy(args: argparse.Namespace) -> int:
         + f"{'time (s)':>10}"
     )
     print(
-        "\nHelpful / harmful toy problem (meltr.toy): primary test loss = ||w - w_true||^2 + noise^2 "
+        "\nHelpful / harmful toy problem (meltr.recipes.toy): primary test loss = ||w - w_true||^2 + noise^2 "
         f"(noise^2 = 0.25), {args.steps} steps, seed {args.seed}\n"
     )
     print(header)

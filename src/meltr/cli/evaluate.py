@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides:
         print("meltr evaluate: KEY=VALUE overrides need --config RECIPE", file=sys.stderr)
         return 2
+    from meltr.recipes.finetune import FinetuneConfig, build_backbone_for, build_world
     from meltr.tasks import build_task
-    from meltr.training.finetune import FinetuneConfig, build_backbone_for, build_world
 
     sizes = {"n_pretrain": 0, "n_train": 0, "n_meta": 0, "n_test": 0, f"n_{args.split}": args.clips}
     try:
@@ -66,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_recipe(args: argparse.Namespace) -> int:
-    from meltr.training.finetune import FinetuneConfig, build_world, zero_shot
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, build_world, zero_shot
 
     try:
-        config = FinetuneConfig.load(args.config, args.overrides)
+        config = FinetuneConfig.load(config_path(args.config), args.overrides)
         world = build_world(config)
         scores = zero_shot(config, world)
     except (ValueError, KeyError) as error:

@@ -27,13 +27,13 @@ def test_console_script_runs_the_demo_end_to_end():
 
 def test_evaluate_takes_a_recipe_and_its_overrides(capsys):
     import json
-    from pathlib import Path
 
-    from meltr.training.finetune import FinetuneConfig, zero_shot
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, zero_shot
 
-    recipe = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    recipe = config_path("tiny")
     overrides = ["world.n_train=4", "world.n_meta=4", "world.n_test=24", "world.downstream.channel_order=bgr"]
-    assert main(["evaluate", "--config", str(recipe), *overrides]) == 0
+    assert main(["evaluate", "--config", "tiny", *overrides]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["clips"] == 24 and printed["task"] == "retrieval"
     expected = zero_shot(FinetuneConfig.load(recipe, overrides))
