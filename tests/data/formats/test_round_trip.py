@@ -1,0 +1,43 @@
+"""Every format: export a world, read it back, and the batches equal the world's own (exactly, lossless codec)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from meltr.data.formats import EXPORTERS, READERS, export_world, read_dataset
+
+pytest.importorskip("av")
+
+# per format: read options, the world's loader options, and the keys the format carries
+CASES = {
+    "msrvtt": ({"meta": "val"}, {}, ("video", "text", "text_mask", "transcript", "transcript_mask", "clip_id")),
+}
+
+
+def batches(source, split, **options):
+    return list(source.loader(split, 4, seed=3, epoch=1, **options))
+
+
+def assert_batches_equal(expected, got, keys):
+    assert len(expected) == len(got)
+    for world_batch, corpus_batch in zip(expected, got, strict=True):
+        assert set(keys) <= set(corpus_batch)
+        for key in keys:
+            assert torch.equal(world_batch[key], corpus_batch[key]), key
+
+
+@pytest.mark.parametrize("fmt", sorted(CASES))
+def test_export_then_read_gives_the_worlds_batches(fmt, tiny_world, tmp_path):
+    read_options, loader_options, keys = CASES[fmt]
+    export_world(tiny_world, fmt, tmp_path)
+    corpus = read_dataset(fmt, tmp_path, tokenizer=tiny_world.tokenizer, **read_options)
+    for split in ("train", "meta", "test"):
+        for train in (False, True):
+            expected = batches(tiny_world, split, **loader_options)
+            got = batches(corpus, split, train=train, **loader_options)
+            assert_batches_equal(expected, got, keys)
+
+
+def test_every_reader_has_an_exporter_or_is_the_folder_reader():
+    assert set(READERS.names()) - set(EXPORTERS.names()) <= {"folder"}
