@@ -9,9 +9,13 @@ from meltr.data.formats import EXPORTERS, READERS, export_world, read_dataset
 
 pytest.importorskip("av")
 
-# per format: read options, the world's loader options, and the keys the format carries
+TEXT = ("video", "text", "text_mask", "transcript", "transcript_mask", "clip_id")
+ALL_SPLITS = ("train", "meta", "test")
+
+# per format: read options, the world's loader options, the keys the format carries, the splits it writes
 CASES = {
-    "msrvtt": ({"meta": "val"}, {}, ("video", "text", "text_mask", "transcript", "transcript_mask", "clip_id")),
+    "msrvtt": ({"meta": "val"}, {}, TEXT, ALL_SPLITS),
+    "youcook2": ({"meta_fraction": 0.0}, {"caption": "first"}, TEXT, ("train", "test")),
 }
 
 
@@ -29,10 +33,10 @@ def assert_batches_equal(expected, got, keys):
 
 @pytest.mark.parametrize("fmt", sorted(CASES))
 def test_export_then_read_gives_the_worlds_batches(fmt, tiny_world, tmp_path):
-    read_options, loader_options, keys = CASES[fmt]
+    read_options, loader_options, keys, splits = CASES[fmt]
     export_world(tiny_world, fmt, tmp_path)
     corpus = read_dataset(fmt, tmp_path, tokenizer=tiny_world.tokenizer, **read_options)
-    for split in ("train", "meta", "test"):
+    for split in splits:
         for train in (False, True):
             expected = batches(tiny_world, split, **loader_options)
             got = batches(corpus, split, train=train, **loader_options)

@@ -18,12 +18,15 @@ from meltr.data.formats.common import FormatError, ReadOptions
 from meltr.data.formats.corpus import Corpus, CorpusDataset, CorpusSplit, Example, carve_meta
 from meltr.data.formats.msrvtt import export_msrvtt, read_msrvtt
 from meltr.data.formats.writing import ExportOptions
+from meltr.data.formats.youcook2 import export_youcook2, read_youcook2
 
 READERS: Registry[Corpus] = Registry("data format")
 EXPORTERS: Registry[list[Path]] = Registry("export format")
 
 READERS.register("msrvtt")(read_msrvtt)
 EXPORTERS.register("msrvtt")(export_msrvtt)
+READERS.register("youcook2")(read_youcook2)
+EXPORTERS.register("youcook2")(export_youcook2)
 
 
 def read_dataset(format: str, root: str | Path, tokenizer: Any = None, **options: Any) -> Corpus:
