@@ -5,17 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from meltr.data import ANSWERS
 from meltr.data.formats import EXPORTERS, READERS, export_world, read_dataset
 
 pytest.importorskip("av")
 
 TEXT = ("video", "text", "text_mask", "transcript", "transcript_mask", "clip_id")
+QA = ("video", "question", "question_mask", "answer", "qa_type", "clip_id")
 ALL_SPLITS = ("train", "meta", "test")
+TGIF_TYPES = {"qa_types": ("action", "transition", "frame")}
 
 # per format: read options, the world's loader options, the keys the format carries, the splits it writes
 CASES = {
     "msrvtt": ({"meta": "val"}, {}, TEXT, ALL_SPLITS),
     "youcook2": ({"meta_fraction": 0.0}, {"caption": "first"}, TEXT, ("train", "test")),
+    "tgifqa": ({"meta_fraction": 0.0, "answers": list(ANSWERS)}, TGIF_TYPES, QA, ("train", "test")),
+    "tgifqa-json": ({"meta": "val", "layout": "json"}, TGIF_TYPES, QA, ALL_SPLITS),
+    "msvdqa": ({"meta": "val"}, {"qa_types": ("open",)}, QA, ALL_SPLITS),
 }
 
 
@@ -34,12 +40,14 @@ def assert_batches_equal(expected, got, keys):
 @pytest.mark.parametrize("fmt", sorted(CASES))
 def test_export_then_read_gives_the_worlds_batches(fmt, tiny_world, tmp_path):
     read_options, loader_options, keys, splits = CASES[fmt]
-    export_world(tiny_world, fmt, tmp_path)
-    corpus = read_dataset(fmt, tmp_path, tokenizer=tiny_world.tokenizer, **read_options)
+    name = fmt.split("-")[0]
+    export_world(tiny_world, name, tmp_path)
+    corpus = read_dataset(name, tmp_path, tokenizer=tiny_world.tokenizer, **read_options)
     for split in splits:
-        for train in (False, True):
-            expected = batches(tiny_world, split, **loader_options)
-            got = batches(corpus, split, train=train, **loader_options)
+        variants = [(False, "random"), (True, "random")] + ([(False, "all")] if "answer" in keys else [])
+        for train, qa in variants:
+            expected = batches(tiny_world, split, qa=qa, **loader_options)
+            got = batches(corpus, split, train=train, qa=qa, **loader_options)
             assert_batches_equal(expected, got, keys)
 
 

@@ -17,6 +17,7 @@ from meltr._registry import Registry
 from meltr.data.formats.common import FormatError, ReadOptions
 from meltr.data.formats.corpus import Corpus, CorpusDataset, CorpusSplit, Example, carve_meta
 from meltr.data.formats.msrvtt import export_msrvtt, read_msrvtt
+from meltr.data.formats.qa import export_msvdqa, export_tgifqa, read_msvdqa, read_tgifqa
 from meltr.data.formats.writing import ExportOptions
 from meltr.data.formats.youcook2 import export_youcook2, read_youcook2
 
@@ -27,6 +28,10 @@ READERS.register("msrvtt")(read_msrvtt)
 EXPORTERS.register("msrvtt")(export_msrvtt)
 READERS.register("youcook2")(read_youcook2)
 EXPORTERS.register("youcook2")(export_youcook2)
+READERS.register("tgifqa")(read_tgifqa)
+EXPORTERS.register("tgifqa")(export_tgifqa)
+READERS.register("msvdqa")(read_msvdqa)
+EXPORTERS.register("msvdqa")(export_msvdqa)
 
 
 def read_dataset(format: str, root: str | Path, tokenizer: Any = None, **options: Any) -> Corpus:
