@@ -53,3 +53,41 @@ def test_export_then_read_gives_the_worlds_batches(fmt, tiny_world, tmp_path):
 
 def test_every_reader_has_an_exporter_or_is_the_folder_reader():
     assert set(READERS.names()) - set(EXPORTERS.names()) <= {"folder"}
+
+
+def flat_video(batch):
+    return batch["video"].flatten(2)
+
+
+def test_mosi_round_trip_features_audio_and_sentiment(tiny_world, tmp_path):
+    export_world(tiny_world, "mosi", tmp_path)
+    corpus = read_dataset("mosi", tmp_path, tokenizer=tiny_world.tokenizer, meta="val")
+    for split in ("train", "meta", "test"):
+        for expected, got in zip(batches(tiny_world, split), batches(corpus, split), strict=True):
+            for key in ("transcript", "transcript_mask", "sentiment", "clip_id"):
+                assert torch.equal(expected[key], got[key]), key
+            assert torch.equal(got["text"], expected["transcript"])  # MOSI's text is what is said
+            assert torch.equal(flat_video(expected), got["video"])
+            assert got["video_mask"].all()
+            assert torch.equal(expected["audio"], got["audio"].flatten(1))
+
+
+@pytest.mark.parametrize("fmt", ["msrvtt", "youcook2"])
+def test_feature_pickle_round_trip(fmt, tiny_world, tmp_path):
+    export_world(tiny_world, fmt, tmp_path, features=True)
+    pickle_name = {"msrvtt": "msrvtt_videos_features.pickle", "youcook2": "youcookii_videos_features.pickle"}[fmt]
+    corpus = read_dataset(
+        fmt, tmp_path, tokenizer=tiny_world.tokenizer, features=pickle_name, meta_fraction=0.0, n_frames=10
+    )
+    assert corpus.provenance["video"] == "features"
+    options = {"caption": "first"}
+    for expected, got in zip(batches(tiny_world, "train", **options), batches(corpus, "train", **options), strict=True):
+        frames = expected["video"].shape[1]
+        assert (
+            got["video"].shape[1] == 10
+            and got["video_mask"][:, :frames].all()
+            and not got["video_mask"][:, frames:].any()
+        )
+        assert torch.equal(flat_video(expected), got["video"][:, :frames])
+        assert not got["video"][:, frames:].any()
+        assert torch.equal(expected["text"], got["text"])

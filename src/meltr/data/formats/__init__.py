@@ -16,6 +16,8 @@ from typing import Any
 from meltr._registry import Registry
 from meltr.data.formats.common import FormatError, ReadOptions
 from meltr.data.formats.corpus import Corpus, CorpusDataset, CorpusSplit, Example, carve_meta
+from meltr.data.formats.folder import read_folder
+from meltr.data.formats.mosi import export_mosi, read_mosi
 from meltr.data.formats.msrvtt import export_msrvtt, read_msrvtt
 from meltr.data.formats.qa import export_msvdqa, export_tgifqa, read_msvdqa, read_tgifqa
 from meltr.data.formats.writing import ExportOptions
@@ -32,6 +34,9 @@ READERS.register("tgifqa")(read_tgifqa)
 EXPORTERS.register("tgifqa")(export_tgifqa)
 READERS.register("msvdqa")(read_msvdqa)
 EXPORTERS.register("msvdqa")(export_msvdqa)
+READERS.register("mosi")(read_mosi)
+EXPORTERS.register("mosi")(export_mosi)
+READERS.register("folder")(read_folder)
 
 
 def read_dataset(format: str, root: str | Path, tokenizer: Any = None, **options: Any) -> Corpus:
