@@ -52,11 +52,22 @@ class WordPieceTokenizer:
         t = self._tokenizer
         self.pad_id, self.cls_id, self.sep_id = t.pad_token_id, t.cls_token_id, t.sep_token_id
         self.mask_id, self.unk_id = t.mask_token_id, t.unk_token_id
+        # BERT's vocabulary opens with [PAD], [unused*], [UNK], [CLS], [SEP], [MASK]: random replacement tokens of
+        # masked language modelling are drawn after the last bracketed entry
+        bracketed = [i for token, i in t.get_vocab().items() if token.startswith("[") and token.endswith("]")]
+        self.first_regular = max(bracketed, default=-1) + 1
 
     @property
     def special_ids(self) -> dict[str, int]:
-        """``{"pad", "cls", "sep", "mask", "unk"}`` -> id."""
-        return {"pad": self.pad_id, "cls": self.cls_id, "sep": self.sep_id, "mask": self.mask_id, "unk": self.unk_id}
+        """``{"pad", "cls", "sep", "mask", "unk", "first_regular"}`` -> id: a backbone's ``special_tokens``."""
+        return {
+            "pad": self.pad_id,
+            "cls": self.cls_id,
+            "sep": self.sep_id,
+            "mask": self.mask_id,
+            "unk": self.unk_id,
+            "first_regular": self.first_regular,
+        }
 
     @property
     def vocab_size(self) -> int:

@@ -38,14 +38,11 @@ from meltr.models.layers import (
 )
 from meltr.models.losses import frame_nce, masked_token_loss, pair_matching_loss, symmetric_info_nce
 from meltr.models.masking import (
-    CLS_ID,
-    MASK_ID,
-    PAD_ID,
-    SEP_ID,
     mask_frames,
     mask_tokens,
     other_samples_of_same_clip,
     sample_negatives,
+    special_tokens,
 )
 
 FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv", "conv_pool")
@@ -92,6 +89,11 @@ class UniVLConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption or transcript may have.", 64)
+    special_tokens: dict[str, int] = help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
     text_mask_prob: float = help_field("Share of the text tokens masked for CMLM and the M-losses (UniVL: 0.15).", 0.15)
     frame_mask_prob: float = help_field("Share of the frames masked for CMFM and the M-losses (UniVL: 0.15).", 0.15)
     temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
@@ -109,6 +111,7 @@ class UniVLConfig:
     )
 
     def __post_init__(self) -> None:
+        self.special_tokens = special_tokens(self.special_tokens)
         check_positive(
             self,
             "vocab_size",
@@ -368,7 +371,9 @@ class UniVL(nn.Module):
         text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
         size, length = text.shape
         clip_id = batch.get("clip_id")
-        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
+        masked_text, text_selected = mask_tokens(
+            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
+        )
         masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator)
         exclude = other_samples_of_same_clip(clip_id, size, text.device)
 
@@ -389,7 +394,9 @@ class UniVL(nn.Module):
         transcript_states = transcript_mask = None
         if c.caption_from_transcript:
             transcript, transcript_mask = batch["transcript"], batch["transcript_mask"].bool()
-            masked_transcript, _ = mask_tokens(transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator)
+            masked_transcript, _ = mask_tokens(
+                transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator, special=c.special_tokens
+            )
             transcript_mask = torch.cat([transcript_mask, transcript_mask])
             transcript_states = self._text_states(torch.cat([transcript, masked_transcript]), transcript_mask)
         memory, memory_mask = self._cross(
@@ -458,16 +465,17 @@ class UniVL(nn.Module):
             transcript_states = self._text_states(batch["transcript"], transcript_mask)
         memory, memory_mask = self._cross(transcript_states, transcript_mask, video_states)
         size = video_states.shape[0]
-        tokens = torch.full((size, 1), CLS_ID, dtype=torch.long, device=video_states.device)
+        ids = self.config.special_tokens
+        tokens = torch.full((size, 1), ids["cls"], dtype=torch.long, device=video_states.device)
         finished = torch.zeros(size, dtype=torch.bool, device=tokens.device)
-        never = torch.tensor([PAD_ID, CLS_ID, MASK_ID], device=tokens.device)
+        never = torch.tensor([ids["pad"], ids["cls"], ids["mask"]], device=tokens.device)
         for _ in range(max_len - 1):
-            padded = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD_ID)], dim=1)
+            padded = torch.cat([tokens, torch.full_like(tokens[:, :1], ids["pad"])], dim=1)
             logits = self._caption_logits(memory, memory_mask, padded, torch.ones_like(padded, dtype=torch.bool))
             logits = logits[:, -1].index_fill(-1, never, torch.finfo(logits.dtype).min)
-            step = torch.where(finished, torch.full_like(finished, PAD_ID, dtype=torch.long), logits.argmax(-1))
+            step = torch.where(finished, torch.full_like(finished, ids["pad"], dtype=torch.long), logits.argmax(-1))
             tokens = torch.cat([tokens, step[:, None]], dim=1)
-            finished = finished | (step == SEP_ID)
+            finished = finished | (step == ids["sep"])
             if bool(finished.all()):
                 break
         return tokens

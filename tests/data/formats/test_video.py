@@ -47,7 +47,7 @@ def test_resize_crop_keeps_exact_sizes_and_crops_others():
 def test_undecodable_file_is_reported_with_its_path(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
-    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+    with pytest.raises(VideoDecodeError, match=r"broken\.mp4"):
         decode_video(bad)
     with pytest.raises(VideoDecodeError, match="no such video file"):
         decode_video(tmp_path / "absent.mp4")
