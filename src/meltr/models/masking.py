@@ -116,7 +116,11 @@ def mask_tokens(
 
 
 def mask_frames(
-    video: Tensor, prob: float = 0.15, generator: torch.Generator | None = None, at_least_one: bool = True
+    video: Tensor,
+    prob: float = 0.15,
+    generator: torch.Generator | None = None,
+    at_least_one: bool = True,
+    eligible: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Select ``prob`` of the frames of each clip and zero them (UniVL zeroes masked frame features).
 
@@ -125,11 +129,13 @@ def mask_frames(
         prob: selection probability per frame.
         generator: RNG (default: the global one).
         at_least_one: select at least one frame per clip.
+        eligible: boolean ``[B, F]``, the frames that may be selected (default all; padded feature rows are not).
 
     Returns:
         ``(masked_video, selected)``: the video with the selected frames zeroed, and the boolean ``[B, F]``.
     """
-    eligible = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
+    if eligible is None:
+        eligible = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
     selected = sample_positions(eligible, prob, generator, at_least_one)
     keep = (~selected).to(video.dtype).reshape(*selected.shape, *([1] * (video.dim() - 2)))
     return video * keep, selected
