@@ -74,6 +74,9 @@ class ReadOptions:
     verify_videos: bool = field(
         default=True, metadata={"help": "Open every video and decode its first frame while reading the annotations."}
     )
+    num_workers: int = field(
+        default=0, metadata={"help": "DataLoader worker processes of this dataset's loaders (decoding runs there)."}
+    )
     text_len: int = field(default=32, metadata={"help": "Tokens of a caption, [CLS] and [SEP] included."})
     transcript_len: int = field(default=32, metadata={"help": "Tokens of a transcript."})
     question_len: int = field(default=16, metadata={"help": "Tokens of a question."})
@@ -83,6 +86,8 @@ class ReadOptions:
             raise ValueError(f"data.meta must be 'train' or 'val', got {self.meta!r}")
         if self.on_bad_video not in ("raise", "skip"):
             raise ValueError(f"data.on_bad_video must be 'raise' or 'skip', got {self.on_bad_video!r}")
+        if not isinstance(self.num_workers, int) or isinstance(self.num_workers, bool) or self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be a non-negative int, got {self.num_workers!r}")
         for name in ("n_frames", "image_size", "text_len", "transcript_len", "question_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -339,7 +344,9 @@ def assemble(
         "sizes": {name: len(split) for name, split in splits.items()},
     }
     info = CorpusInfo(fmt, options.image_size, options.n_frames, options.lengths)
-    return Corpus(info, tokenizer, splits, answers=answers, provenance=provenance, report=report)
+    return Corpus(
+        info, tokenizer, splits, answers=answers, provenance=provenance, report=report, num_workers=options.num_workers
+    )
 
 
 def _key(example: Example) -> str:

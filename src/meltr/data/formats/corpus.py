@@ -285,6 +285,7 @@ class Corpus:
         answers: the answer vocabulary (QA formats; ``answer`` indexes it).
         provenance: where the data came from and how the meta split was made (written to the run directory).
         report: what the reader noticed (captions without video and the reverse, skipped videos), one line each.
+        num_workers: the ``DataLoader`` workers of :meth:`loader` when it is not given any.
     """
 
     def __init__(
@@ -296,6 +297,7 @@ class Corpus:
         answers: Sequence[str] = (),
         provenance: dict[str, Any] | None = None,
         report: Sequence[str] = (),
+        num_workers: int = 0,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -303,6 +305,7 @@ class Corpus:
         self.answers = tuple(answers)
         self.provenance = dict(provenance or {})
         self.report = tuple(report)
+        self.num_workers = num_workers
 
     def __getitem__(self, split: str) -> CorpusSplit:
         if split not in self.splits:
@@ -346,7 +349,7 @@ class Corpus:
         qa: str | int | None = None,
         qa_types: Sequence[str] | None = None,
         drop_last: bool = False,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         train: bool | None = None,
     ) -> DataLoader:
         """A ``DataLoader`` over ``split``, with :meth:`World.loader <meltr.data.world.World.loader>`'s arguments
@@ -361,8 +364,7 @@ class Corpus:
             generator=generator,
             collate_fn=collate,
             drop_last=drop_last,
-            num_workers=num_workers,
-            persistent_workers=False,
+            num_workers=self.num_workers if num_workers is None else num_workers,
         )
 
     def warn(self) -> None:
