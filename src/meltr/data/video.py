@@ -103,7 +103,9 @@ def decode_video(path: str | Path, start: float | None = None, end: float | None
                     continue
                 if end is not None and time >= end - 1e-6:
                     break
-                frames.append(frame.to_ndarray(format="rgb24"))
+                # libx264rgb decodes to planar gbrp, which PyAV hands out as RGB without a swscale pass
+                native = frame.format.name in ("rgb24", "gbrp")
+                frames.append(frame.to_ndarray() if native else frame.to_ndarray(format="rgb24"))
     except VideoDecodeError:
         raise
     except Exception as error:  # FFmpeg raises many kinds (InvalidDataError, EOFError, ...)
