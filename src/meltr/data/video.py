@@ -79,15 +79,13 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 1, lossless:
     return path
 
 
-def decode_video(path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
-    """Every frame of a video file (or of the time span ``[start, end)`` in seconds) as uint8 ``[N, H, W, 3]``.
+def _decoded_frames(path: Path, start: float | None, end: float | None) -> list:
+    """The decoded ``av.VideoFrame`` objects of ``[start, end)`` seconds (all without a span), in order.
 
-    Raises:
-        VideoDecodeError: the file is missing, is not a video FFmpeg can decode, or has no frame in the span;
-            the message names the file.
+    Frames stay in their decoded pixel format: converting only the sampled ones to RGB is most of the saving
+    when a long video gives a few frames. A span that starts late seeks to the key frame before it first.
     """
     av = _require_av()
-    path = Path(path)
     if not path.is_file():
         raise VideoDecodeError(f"{path}: no such video file")
     frames = []
@@ -97,15 +95,15 @@ def decode_video(path: str | Path, start: float | None = None, end: float | None
                 raise VideoDecodeError(f"{path}: the file has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if start and stream.time_base is not None:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
                 time = frame.time if frame.time is not None else 0.0
                 if start is not None and time < start - 1e-6:
                     continue
                 if end is not None and time >= end - 1e-6:
                     break
-                # libx264rgb decodes to planar gbrp, which PyAV hands out as RGB without a swscale pass
-                native = frame.format.name in ("rgb24", "gbrp")
-                frames.append(frame.to_ndarray() if native else frame.to_ndarray(format="rgb24"))
+                frames.append(frame)
     except VideoDecodeError:
         raise
     except Exception as error:  # FFmpeg raises many kinds (InvalidDataError, EOFError, ...)
@@ -113,7 +111,40 @@ def decode_video(path: str | Path, start: float | None = None, end: float | None
     if not frames:
         span = "" if start is None and end is None else f" in [{start}, {end}) s"
         raise VideoDecodeError(f"{path}: no frame decoded{span}")
-    return np.stack(frames)
+    return frames
+
+
+def _rgb(frame) -> np.ndarray:
+    # libx264rgb decodes to planar gbrp, which PyAV hands out as RGB without a swscale pass
+    return frame.to_ndarray() if frame.format.name in ("rgb24", "gbrp") else frame.to_ndarray(format="rgb24")
+
+
+def decode_video(path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Every frame of a video file (or of the time span ``[start, end)`` in seconds) as uint8 ``[N, H, W, 3]``.
+
+    Raises:
+        VideoDecodeError: the file is missing, is not a video FFmpeg can decode, or has no frame in the span;
+            the message names the file.
+    """
+    return np.stack([_rgb(frame) for frame in _decoded_frames(Path(path), start, end)])
+
+
+def sample_video(
+    path: str | Path,
+    count: int,
+    mode: str,
+    rng: np.random.Generator | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """``count`` frames of a video file (or of its span) chosen by :func:`frame_indices`, uint8 ``[count, H, W, 3]``.
+
+    Raises:
+        VideoDecodeError: as :func:`decode_video`.
+    """
+    frames = _decoded_frames(Path(path), start, end)
+    chosen = frame_indices(len(frames), count, mode, rng)
+    return np.stack([_rgb(frames[i]) for i in chosen])
 
 
 def frame_indices(total: int, count: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -212,9 +243,9 @@ class VideoFiles:
             VideoDecodeError: the file cannot be decoded (the message names it).
         """
         span = self.spans[index]
-        frames = decode_video(span.path, span.start, span.end)
         rng = np.random.default_rng(mix_seed(seed, epoch, index, 0x71DE0)) if train else None
-        chosen = frames[frame_indices(len(frames), self.n_frames, "random" if train else "uniform", rng)]
+        mode = "random" if train else "uniform"
+        chosen = sample_video(span.path, self.n_frames, mode, rng, span.start, span.end)
         video = resize_crop(chosen, self.image_size, crop="random" if train else "center", rng=rng)
         if self.mean is not None:
             mean = torch.tensor(self.mean).view(1, 3, 1, 1)

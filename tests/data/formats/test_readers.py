@@ -182,3 +182,24 @@ def test_world_export_cli_writes_a_readable_dataset(tmp_path, capsys):
 def test_unknown_option_names_the_format(msrvtt, tiny_world):
     with pytest.raises(TypeError, match=r"data format .msrvtt.*colour"):
         read(msrvtt, tiny_world, colour="red")
+
+
+def test_answers_outside_the_vocabulary_are_dropped_from_training_and_wrong_in_test(tiny_world, tmp_path):
+    export_world(tiny_world, "msvdqa", tmp_path)
+    questions = json.loads((tmp_path / "txt_msvd-qa.json").read_text())
+    rare = questions["test"][0]["answer"]
+    vocabulary = json.loads((tmp_path / "ans_msvd-qa.json").read_text())
+    del vocabulary[rare]
+    (tmp_path / "ans_msvd-qa.json").write_text(json.dumps(vocabulary))
+    counts = {split: sum(q["answer"] == rare for q in rows) for split, rows in questions.items()}
+    with pytest.warns(UserWarning, match=rf"{counts['test']} test question\(s\) have an answer outside"):
+        corpus = read(tmp_path, tiny_world, "msvdqa", meta="val")
+    assert rare not in corpus.answers and len(corpus.answers) == len(vocabulary)
+    sizes = {name: len(corpus[name].answers) for name in ("train", "meta", "test")}
+    assert sizes == {
+        "train": len(questions["train"]) - counts["train"],
+        "meta": len(questions["val"]) - counts["val"],
+        "test": len(questions["test"]),
+    }
+    assert (corpus["test"].answers == -1).sum() == counts["test"] > 0
+    assert (corpus["train"].answers >= 0).all()

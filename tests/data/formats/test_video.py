@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meltr.data.formats import export_world, read_dataset
-from meltr.data.video import VideoDecodeError, decode_video, frame_indices, resize_crop, write_video
+from meltr.data.video import VideoDecodeError, decode_video, frame_indices, resize_crop, sample_video, write_video
 
 pytest.importorskip("av")
 
@@ -73,3 +73,38 @@ def test_loader_with_two_workers_gives_the_same_batches(tiny_world, tmp_path):
     for a, b in zip(inline, workers, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert inline[0]["video"].shape[1] == 4  # 4 of the 8 frames, one drawn per segment
+
+
+def test_a_late_span_of_a_longer_video_seeks_and_keeps_exact_frames(tmp_path):
+    import av
+
+    video = frames(60, 16, seed=3)
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:  # a key frame every 10 frames, so the seek lands on frame 40
+        stream = container.add_stream("libx264rgb", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "rgb24"
+        stream.options = {"crf": "0", "g": "10", "keyint_min": "10"}
+        for frame in video.transpose(0, 2, 3, 1):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    assert np.array_equal(decode_video(path, 4.0, 5.0).transpose(0, 3, 1, 2), video[40:50])
+    sampled = sample_video(path, 2, "uniform", start=4.0, end=5.0)
+    assert np.array_equal(sampled.transpose(0, 3, 1, 2), video[[42, 47]])
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "pixel_format"),
+    [(".gif", "gif", "rgb8"), (".webm", "libvpx", "yuv420p"), (".avi", "mpeg4", "yuv420p")],
+)
+def test_the_other_containers_decode(tmp_path, suffix, codec, pixel_format):
+    import av
+
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=5)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, pixel_format
+        for frame in frames(5, 16).transpose(0, 2, 3, 1):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    decoded = decode_video(path)
+    assert decoded.shape == (5, 16, 16, 3) and decoded.dtype == np.uint8

@@ -27,8 +27,8 @@ Each video is one clip with all its questions (the world's layout: ``qa="all"`` 
 videos are ordered by name, questions by task (action, transition, frame) then by row. A multiple-choice answer is
 its option's word. The answer vocabulary is ``answers`` (a list or a json file: a list, or ``{answer: index}``),
 else the format's vocabulary file, else every answer of the train split, most frequent first. A question whose
-answer is not in the vocabulary is dropped from train and scored as wrong elsewhere (``answer`` = -1); both are
-reported.
+answer is not in the vocabulary is dropped from train and val and scored as wrong in test (``answer`` = -1); both
+are reported.
 """
 
 from __future__ import annotations
@@ -142,11 +142,11 @@ def _examples(
         for (video, question, answer), qa_type in split_rows:
             label = index.get(answer, -1)
             unknown += label < 0
-            if label < 0 and split == "train":
-                continue
+            if label < 0 and split != "test":
+                continue  # a training or meta batch needs a class to score; the test counts it as wrong
             by_video[video].append((question, label, QA_TYPES.index(qa_type)))
         if unknown:
-            action = "dropped" if split == "train" else "scored as wrong"
+            action = "scored as wrong" if split == "test" else "dropped"
             notes.append(f"{fmt}: {unknown} {split} question(s) have an answer outside the vocabulary ({action})")
         examples[split] = [Example(video, questions=tuple(by_video[video])) for video in sorted(by_video)]
     return examples, notes
