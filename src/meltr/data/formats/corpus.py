@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from meltr.data.dataset import _choice_mode, collate, mix_seed
-from meltr.data.lexicon import QA_TYPES
+from meltr.data.dataset import SamplePlan, default_choice, mix_seed, split_loader
 
 
 class TextTokenizer(Protocol):
@@ -189,62 +188,39 @@ class CorpusDataset(Dataset):
         if split.source is None:
             raise ValueError(f"split {split.name} has no video source; read the corpus with its videos or features")
         self.split = split
-        self.caption = _choice_mode("caption", caption)
-        self.qa = _choice_mode("qa", qa)
-        self.seed, self.epoch, self.train = int(seed), int(epoch), bool(train)
+        self.train = bool(train)
         self.keys = split.keys()
-        has_questions = "answer" in self.keys
-        if qa_types is not None:
-            unknown = [t for t in qa_types if t not in QA_TYPES]
-            if unknown:
-                raise ValueError(f"unknown qa_types {unknown}; choose among {list(QA_TYPES)}")
-        allowed = (
-            np.ones(len(split.qa_types), dtype=bool)
-            if qa_types is None
-            else np.isin(split.qa_types, [QA_TYPES.index(t) for t in qa_types])
+        self.plan = SamplePlan(
+            len(split),
+            split.qa_offsets,
+            split.qa_types,
+            caption=caption,
+            qa=qa,
+            qa_types=qa_types,
+            seed=seed,
+            epoch=epoch,
+            questions="answer" in self.keys,
         )
-        clip_of_question = np.repeat(np.arange(len(split)), np.diff(split.qa_offsets))
-        counts = np.bincount(clip_of_question[allowed], minlength=len(split)).astype(np.int64)
-        self._questions = np.flatnonzero(allowed)
-        self._question_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        if not has_questions:
-            self._samples = [(i, None) for i in range(len(split))]
-        elif self.qa == "all":
-            self._samples = [(int(c), k) for c in np.flatnonzero(counts) for k in range(int(counts[c]))]
-        else:
-            self._samples = [(int(c), None) for c in np.flatnonzero(counts)]
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.plan.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self._samples)
-
-    def _pick(self, mode: str | int, count: int, index: int, salt: int) -> int:
-        if mode == "first":
-            return 0
-        if mode == "random":
-            return mix_seed(self.seed, self.epoch, index, salt) % count
-        return int(mode)
+        return len(self.plan)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        split = self.split
-        clip, question_rank = self._samples[index]
-        sample = dict(split.source.read(clip, train=self.train, seed=self.seed, epoch=self.epoch))
+        split, plan = self.split, self.plan
+        clip, question = plan.locate(index)
+        sample = dict(split.source.read(clip, train=self.train, seed=plan.seed, epoch=plan.epoch))
         sample["clip_id"] = torch.tensor(clip, dtype=torch.int64)
         if "text" in self.keys:
-            count = int(split.caption_count[clip])
-            caption = min(self._pick(self.caption, count, clip, 1), count - 1)
+            caption = plan.caption_of(clip, int(split.caption_count[clip]))
             sample["text"] = torch.from_numpy(split.caption_ids[clip, caption])
             sample["text_mask"] = sample["text"] != 0
         if "transcript" in self.keys:
             sample["transcript"] = torch.from_numpy(split.transcript_ids[clip])
             sample["transcript_mask"] = sample["transcript"] != 0
-        if "answer" in self.keys:
-            first, last = self._question_start[clip], self._question_start[clip + 1]
-            if question_rank is None:
-                question_rank = self._pick(self.qa, int(last - first), clip, 2) % int(last - first)
-            question = self._questions[first + question_rank]
+        if question is not None:
             sample["question"] = torch.from_numpy(split.question_ids[question])
             sample["question_mask"] = sample["question"] != 0
             sample["answer"] = torch.tensor(split.answers[question], dtype=torch.int64)
@@ -326,11 +302,10 @@ class Corpus:
         """A :class:`CorpusDataset` over ``split``; defaults as :meth:`World.dataset
         <meltr.data.world.World.dataset>` (fixed caption / question on test), training-time video sampling on
         train only."""
-        fixed = split == "test"
         return CorpusDataset(
             self[split],
-            caption=("first" if fixed else "random") if caption is None else caption,
-            qa=("first" if fixed else "random") if qa is None else qa,
+            caption=default_choice(split, caption),
+            qa=default_choice(split, qa),
             qa_types=qa_types,
             seed=seed,
             epoch=epoch,
@@ -355,16 +330,16 @@ class Corpus:
         """A ``DataLoader`` over ``split``, with :meth:`World.loader <meltr.data.world.World.loader>`'s arguments
         and order (the same ``(seed, epoch)`` shuffles the same way), plus ``train`` (video sampling)."""
         dataset = self.dataset(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch, train=train)
-        shuffle = split != "test" if shuffle is None else shuffle
-        generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5F) % 2**63)
-        return DataLoader(
+        workers = self.num_workers if num_workers is None else num_workers
+        return split_loader(
             dataset,
-            batch_size=batch_size,
+            split,
+            batch_size,
             shuffle=shuffle,
-            generator=generator,
-            collate_fn=collate,
+            seed=seed,
+            epoch=epoch,
             drop_last=drop_last,
-            num_workers=self.num_workers if num_workers is None else num_workers,
+            num_workers=workers,
         )
 
     def warn(self) -> None:
