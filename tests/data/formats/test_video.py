@@ -108,3 +108,15 @@ def test_the_other_containers_decode(tmp_path, suffix, codec, pixel_format):
         container.mux(stream.encode())
     decoded = decode_video(path)
     assert decoded.shape == (5, 16, 16, 3) and decoded.dtype == np.uint8
+
+
+def test_mean_std_normalisation_is_applied_after_scaling(tiny_world, tmp_path):
+    export_world(tiny_world, "msrvtt", tmp_path)
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.5, 1.0)
+    plain = read_dataset("msrvtt", tmp_path, tokenizer=tiny_world.tokenizer, meta_fraction=0.0)
+    scaled = read_dataset("msrvtt", tmp_path, tokenizer=tiny_world.tokenizer, meta_fraction=0.0, mean=mean, std=std)
+    a, b = next(iter(plain.loader("test", 3))), next(iter(scaled.loader("test", 3)))
+    expected = (a["video"] - torch.tensor(mean).view(1, 1, 3, 1, 1)) / torch.tensor(std).view(1, 1, 3, 1, 1)
+    torch.testing.assert_close(b["video"], expected)
+    with pytest.raises(ValueError, match=r"data\.std must be positive"):
+        read_dataset("msrvtt", tmp_path, tokenizer=tiny_world.tokenizer, std=(1.0, 1.0, 1.0))

@@ -58,6 +58,14 @@ class ReadOptions:
     feature_fps: float = field(default=1.0, metadata={"help": "Feature rows per second (UniVL's S3D: 1)."})
     n_frames: int = field(default=8, metadata={"help": "Frames (or feature rows) per clip."})
     image_size: int = field(default=32, metadata={"help": "Side of the square frames after resize and crop."})
+    mean: tuple[float, float, float] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-channel mean subtracted from pixels in [0, 1] (e.g. CLIP's for Hugging Face towers); the "
+            "reference backbones take [0, 1] and leave it unset."
+        },
+    )
+    std: tuple[float, float, float] | None = field(default=None, metadata={"help": "Per-channel std (with mean)."})
     meta: str = field(
         default="train",
         metadata={
@@ -92,6 +100,14 @@ class ReadOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"data.{name} must be a positive int, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+                    raise ValueError(f"data.{name} must be three numbers (one per channel), got {value!r}")
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.std is not None and (self.mean is None or min(self.std) <= 0):
+            raise ValueError(f"data.std must be positive and come with data.mean, got std={self.std!r}")
         if not self.feature_fps > 0:
             raise ValueError(f"data.feature_fps must be positive, got {self.feature_fps!r}")
 
@@ -331,7 +347,9 @@ def assemble(
         if features is not None:
             source: Any = VideoFeatures(features, tuple(s for _, s in pairs), options.n_frames)
         else:
-            source = VideoFiles(tuple(s for _, s in pairs), options.n_frames, options.image_size)
+            source = VideoFiles(
+                tuple(s for _, s in pairs), options.n_frames, options.image_size, options.mean, options.std
+            )
         split_audio = None if audio is None else np.stack([audio[_key(e)] for e in split_examples])
         splits[name] = CorpusSplit(name, split_examples, source, tokenizer, options.lengths, split_audio)
     for line in report:
