@@ -313,7 +313,7 @@ class AuxiliaryLearner:
             fd_scale=self.fd_scale,
             reg_batch=self.reg_batch,
         )
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md).
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch.
         with sdpa_kernel(SDPBackend.MATH):
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))

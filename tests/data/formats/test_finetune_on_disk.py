@@ -10,11 +10,12 @@ import yaml
 
 from meltr.data import WorldConfig, make_world
 from meltr.data.formats import export_world
-from meltr.training.finetune import FinetuneConfig, finetune
+from meltr.recipes import config_path
+from meltr.recipes.finetune import FinetuneConfig, finetune
 
 pytest.importorskip("av")
 
-TINY = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
+TINY = config_path("tiny")
 WORLD = {"n_train": 32, "n_meta": 16, "n_test": 16, "seed": 2, "misaligned_fraction": 0.25}
 RUN = {
     "checkpoint": "none",
