@@ -13,7 +13,7 @@ from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_msrvtt_disk", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
