@@ -82,8 +82,8 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     # every keyword of the learner that is not an object the recipe builds is a field of the config
     built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma"}
     options = [p for p in inspect.signature(AuxiliaryLearner).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    fields = set(FinetuneConfig.__dataclass_fields__)
-    assert {p.name for p in options} - built <= fields
+    assert {p.name for p in options} - built == set(recipe.LEARNER_FIELDS)
+    assert set(recipe.LEARNER_FIELDS) <= set(FinetuneConfig.__dataclass_fields__)
     seen = {}
 
     class Spy(AuxiliaryLearner):

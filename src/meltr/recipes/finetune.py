@@ -163,6 +163,26 @@ class FinetuneConfig:
         return Path(self.out_root) / self.name
 
 
+LEARNER_FIELDS: tuple[str, ...] = (
+    "meta_every",
+    "reg_weight",
+    "hypergrad",
+    "hypergrad_options",
+    "backend",
+    "meta_source",
+    "direct_term",
+    "seed",
+    "reg_batch",
+    "lookahead_every",
+    "replay_size",
+    "clip_norm",
+    "on_nonfinite",
+    "hypergrad_scope",
+    "fd_scale",
+    "track_sensitivity",
+)
+"""The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
+
 ALIASES: dict[str, str] = {"gamma": "reg_weight"}
 """Older names of fields, still read: ``gamma`` is the regulariser weight (the curriculum has a gamma of its own)."""
 
@@ -342,24 +362,9 @@ def finetune(
         combiner,
         optimizer,
         meta_optimizer=meta_optimizer,
-        meta_every=config.meta_every,
-        reg_weight=config.reg_weight,
-        hypergrad=config.hypergrad,
-        hypergrad_options=config.hypergrad_options,
-        backend=config.backend,
-        meta_source=config.meta_source,
         meta_data=meta_data,
-        direct_term=config.direct_term,
-        seed=config.seed,
-        reg_batch=config.reg_batch,
-        lookahead_every=config.lookahead_every,
         lookahead_data=lookahead_data,
-        replay_size=config.replay_size,
-        clip_norm=config.clip_norm,
-        on_nonfinite=config.on_nonfinite,
-        hypergrad_scope=config.hypergrad_scope,
-        fd_scale=config.fd_scale,
-        track_sensitivity=config.track_sensitivity,
+        **{name: getattr(config, name) for name in LEARNER_FIELDS},
     )
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
