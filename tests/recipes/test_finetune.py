@@ -13,7 +13,7 @@ from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_msrvtt_disk", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
@@ -117,6 +117,7 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "tiny",
         "--quiet",
         f"out_root={tmp_path}",
+        "lookahead_every=2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -139,8 +140,12 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert len(steps) == 3 * (96 // 16)
     assert sum(primary[-3:]) / 3 < sum(primary[:3]) / 3  # the primary loss went down
     assert any("meta/hypergrad_norm" in row for row in steps)
+    checked = [row for row in steps if "meta/lookahead/gain" in row]
+    meta_steps = [row for row in steps if "meta/hypergrad_norm" in row]
+    assert len(checked) == (len(meta_steps) + 1) // 2  # every second meta step, the first included
     results = json.loads((run_dir / "results.json").read_text())
     assert 0 <= results["test"]["t2v/R@1"] <= 100 and results["metric"] == "t2v/R@1"
+    assert results["last_epoch"] == 2 and "t2v/R@1" in results["test_last"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
 
     analyze = subprocess.run(
@@ -152,6 +157,10 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     fig4 = (run_dir / "analysis" / "fig4.csv").read_text().splitlines()
     assert fig4[0].split(",")[:3] == ["epoch", "joint", "align"] and len(fig4) == 1 + 3
     assert (run_dir / "analysis" / "fig3.png").stat().st_size > 10_000
+    signal = json.loads((run_dir / "analysis" / "meta_signal.json").read_text())
+    assert signal["lookahead_checks"] == len(checked) and 0 <= signal["lookahead_helped"] <= 1
+    assert "look-ahead checks" in (run_dir / "analysis" / "meta_signal.txt").read_text()
+    assert (run_dir / "analysis" / "meta_signal.png").exists()
 
 
 def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):

@@ -98,6 +98,13 @@ class FinetuneConfig:
     val_clips: int | None = help_field("Validate on at most this many clips of the meta split (None: all).", None)
     seed: int = help_field("Seed of the initialisation of heads and combiner, the batch order and the masks.", 0)
     world: dict[str, Any] = help_field("WorldConfig fields to change (e.g. n_train, seed).", factory=dict)
+    data: dict[str, Any] = help_field(
+        "A dataset on disk instead of the world: {format: msrvtt, root: DIR, ...} with the fields of "
+        "meltr.data.formats.ReadOptions and the format's own (docs/data.md), and tokenizer: wordpiece (BERT's "
+        "uncased WordPiece, the default) or world (the world's words, for a world exported with meltr world "
+        "export). Empty: the synthetic world.",
+        factory=dict,
+    )
     threads: int | None = help_field("torch threads (None: torch's default).", None)
 
     def validate(self) -> FinetuneConfig:
@@ -127,6 +134,22 @@ class FinetuneConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"config field {name!r} must be {expected}, got {getattr(self, name)!r}")
+        if self.data:
+            from meltr.data.formats import READERS
+
+            if self.world:
+                raise ValueError("config fields 'world' and 'data' exclude each other: a run reads one dataset")
+            missing = [key for key in ("format", "root") if key not in self.data]
+            if missing:
+                raise ValueError(f"config field 'data' needs {missing}, e.g. data: {{format: msrvtt, root: DIR}}")
+            if self.data["format"] not in READERS:
+                raise ValueError(
+                    f"config field 'data.format' must be one of {READERS.names()}, got {self.data['format']!r}"
+                )
+            if self.data.get("tokenizer", "wordpiece") not in ("wordpiece", "world"):
+                raise ValueError(
+                    f"config field 'data.tokenizer' must be wordpiece or world, got {self.data['tokenizer']!r}"
+                )
         return self
 
     @classmethod
@@ -245,13 +268,30 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
 
 # -- building the pieces -----------------------------------------------------------------------------------------
 def build_world(config: FinetuneConfig):
+    """The run's data: the world of ``config.world``, or the dataset on disk of ``config.data``."""
     from meltr.data import WorldConfig, make_world
+
+    if config.data:
+        return build_corpus(config.data)
 
     values = {"n_pretrain": 0, **config.world}
     try:
         return make_world(WorldConfig(**values))
     except TypeError as error:
         raise ValueError(f"config field 'world': {error}") from None
+
+
+def build_corpus(data: dict[str, Any]):
+    """Read the dataset of a recipe's ``data`` block (:func:`meltr.data.formats.read_dataset`)."""
+    from meltr.data import world_tokenizer
+    from meltr.data.formats import read_dataset
+
+    options = dict(data)
+    fmt, root, tokenizer = options.pop("format"), options.pop("root"), options.pop("tokenizer", "wordpiece")
+    try:
+        return read_dataset(fmt, root, tokenizer=world_tokenizer() if tokenizer == "world" else None, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"config field 'data': {error}") from None
 
 
 def checkpoint_file(config: FinetuneConfig) -> Path | None:
@@ -281,6 +321,9 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
 
     if config.checkpoint == "none":
         shape = {"image_size": world.config.image_size}
+        special = getattr(world.tokenizer, "special_ids", None)
+        if special is not None and "special_tokens" not in config.backbone_options:
+            shape["special_tokens"] = special  # a real-text tokenizer's [CLS], [SEP], [MASK] ids
         return build_backbone(
             config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **shape, **config.backbone_options
         )
@@ -298,6 +341,16 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
             f"({world.tokenizer.vocab_size})"
         )
     return backbone
+
+
+def zero_shot(config: FinetuneConfig, world=None) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+    config.validate()
+    world = world if world is not None else build_world(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_task(config.task, build_backbone_for(config, world), config.backbone, **config.task_options)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
 
 
 @dataclass
@@ -343,7 +396,10 @@ def finetune(
     world = world if world is not None else build_world(config)
     torch.manual_seed(config.seed)
     backbone = build_backbone_for(config, world)
-    model = build_task(config.task, backbone, config.backbone, **config.task_options)
+    task_options = dict(config.task_options)
+    if config.task == "qa" and getattr(world, "answers", ()):
+        task_options.setdefault("num_answers", len(world.answers))  # the dataset's answer vocabulary
+    model = build_task(config.task, backbone, config.backbone, **task_options)
     combiner = build_combiner(config.combiner, model.tasks, model.primary_task, **config.combiner_options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meta_optimizer = None
@@ -384,6 +440,9 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
     saved_start.write_text(json.dumps(start, indent=1))
+    if getattr(world, "provenance", None):
+        # real data has no meta split: where it came from (e.g. a seeded share of train, its ids) is recorded
+        (run_dir / "data.json").write_text(json.dumps(world.provenance, indent=1))
 
     per_epoch = len(world.splits["train"]) // config.batch_size
     bar = tqdm(
