@@ -63,7 +63,10 @@ class FinetuneConfig:
         "Meta batches: replay (buffer of training batches) or split (the meta split).", "replay"
     )
     meta_every: int = help_field("Inner steps between meta steps.", 3)
-    gamma: float = help_field("Regulariser strength in L_pri.", 0.1)
+    reg_weight: float = help_field(
+        "Weight of the regulariser |M(l) - sum_t l_t| in L_pri (the paper's gamma; 'gamma' is accepted as an alias).",
+        0.1,
+    )
     direct_term: bool = help_field("Include the regulariser's direct d/dphi term (the official code drops it).", True)
     reg_batch: str = help_field(
         "Batch the regulariser is evaluated on: meta (with l_0) or train (the train-side batch, as the official code).",
@@ -74,6 +77,16 @@ class FinetuneConfig:
         "batch (lookahead/* columns; about three training steps each); 0: never.",
         0,
     )
+    replay_size: int = help_field("Training batches kept for replayed meta batches (the official code's 10).", 10)
+    clip_norm: float | None = help_field("Clip the hypergradient to this norm (official: 50; null: no clipping).", 50.0)
+    on_nonfinite: str = help_field(
+        "A step with non-finite losses or gradients: skip (with a warning) or raise.", "skip"
+    )
+    hypergrad_scope: list[str] | None = help_field(
+        "Backbone parameter names / fnmatch patterns the hypergradient differentiates through (null: all).", None
+    )
+    fd_scale: float = help_field("Relative step ||e v|| / ||w|| of the finite_difference backend.", 1e-5)
+    track_sensitivity: bool = help_field("Log the mean dM/dl_t of every task at every step (Fig. 4).", True)
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -110,7 +123,11 @@ class FinetuneConfig:
             ("meta_every", self.meta_every >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("meta_lr", self.meta_lr > 0, "positive"),
-            ("gamma", self.gamma >= 0, "non-negative"),
+            ("reg_weight", self.reg_weight >= 0, "non-negative"),
+            ("replay_size", self.replay_size >= 1, "at least 1"),
+            ("clip_norm", self.clip_norm is None or self.clip_norm > 0, "positive or null"),
+            ("on_nonfinite", self.on_nonfinite in ("skip", "raise"), "'skip' or 'raise'"),
+            ("fd_scale", self.fd_scale > 0, "positive"),
             ("reg_batch", self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
             ("lookahead_every", self.lookahead_every >= 0, "0 (never) or positive"),
         ]
@@ -137,6 +154,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> FinetuneConfig:
+        values = _resolve_aliases(values, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -166,6 +184,41 @@ class FinetuneConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_root) / self.name
+
+
+LEARNER_FIELDS: tuple[str, ...] = (
+    "meta_every",
+    "reg_weight",
+    "hypergrad",
+    "hypergrad_options",
+    "backend",
+    "meta_source",
+    "direct_term",
+    "seed",
+    "reg_batch",
+    "lookahead_every",
+    "replay_size",
+    "clip_norm",
+    "on_nonfinite",
+    "hypergrad_scope",
+    "fd_scale",
+    "track_sensitivity",
+)
+"""The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
+
+ALIASES: dict[str, str] = {"gamma": "reg_weight"}
+"""Older names of fields, still read: ``gamma`` is the regulariser weight (the curriculum has a gamma of its own)."""
+
+
+def _resolve_aliases(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with every alias renamed to its field; an alias next to its field is an error naming both."""
+    values = dict(values)
+    for alias, name in ALIASES.items():
+        if alias in values:
+            if name in values:
+                raise ValueError(f"{source}: give {name!r} or its alias {alias!r}, not both")
+            values[name] = values.pop(alias)
+    return values
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
@@ -205,6 +258,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
         value = yaml_load(raw)
         target = values
         parts = key.strip().split(".")
+        parts[0] = ALIASES.get(parts[0], parts[0])
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
@@ -364,18 +418,9 @@ def finetune(
         combiner,
         optimizer,
         meta_optimizer=meta_optimizer,
-        meta_every=config.meta_every,
-        gamma=config.gamma,
-        hypergrad=config.hypergrad,
-        hypergrad_options=config.hypergrad_options,
-        backend=config.backend,
-        meta_source=config.meta_source,
         meta_data=meta_data,
-        direct_term=config.direct_term,
-        seed=config.seed,
-        reg_batch=config.reg_batch,
-        lookahead_every=config.lookahead_every,
         lookahead_data=lookahead_data,
+        **{name: getattr(config, name) for name in LEARNER_FIELDS},
     )
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
