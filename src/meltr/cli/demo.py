@@ -32,9 +32,15 @@ random start can be run beside it (``--methods``)."""
 DEFAULT_METHODS: tuple[str, ...] = ("single_task", "equal_weight", "meltr")
 """What ``meltr demo`` runs unless ``--methods`` says otherwise (the zero-shot row is always there)."""
 
-LEARNING_RATES: dict[str, float] = {}
-"""Each method's learning rate, chosen on the validation split by ``meltr demo --lrs ...`` (docs/demo.md);
-a method not listed keeps the recipe's."""
+LEARNING_RATES: dict[str, float] = {
+    "single_task": 1e-4,
+    "equal_weight": 3e-4,
+    "meltr": 1e-4,
+    "meltr_official_init": 1e-4,
+}
+"""Each method's learning rate, chosen among 1e-4 and 3e-4 on the validation split of seed 0 by
+``meltr demo --methods ... --seeds 3 --lrs 1e-4 3e-4 --tune-seeds 1`` (docs/demo.md); a method not listed keeps
+the recipe's."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
