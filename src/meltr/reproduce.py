@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # The shared miniature recipe: pre-trained backbone, small world, three epochs, the paper's MELTR settings.
 MINIATURE: dict[str, Any] = {
@@ -247,7 +250,6 @@ def run_table(
     seeds: Sequence[int] = (0, 1, 2),
     out_root: str | Path = "runs/reproduce",
     settings: Sequence[str] = (),
-    log: Callable[[str], None] | None = print,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune every row of a table for every seed (reusing finished runs) and collect the test scores.
@@ -272,9 +274,9 @@ def run_table(
                 world_key = json.dumps(config.world, sort_keys=True)
                 if world_key not in worlds:
                     worlds[world_key] = build_world(config)
-                if log:
-                    log(f"table {table.number}: {row.label} {' '.join(row.extra.values())} seed {config.seed}")
-                result = finetune(config, world=worlds[world_key], progress=progress, log=log)
+                extra = " ".join(row.extra.values())
+                logger.info("table %s: %s %s seed %d", table.number, row.label, extra, config.seed)
+                result = finetune(config, world=worlds[world_key], progress=progress)
                 test = result.test
             scores.setdefault(key, []).append(test)
             results = json.loads((config.run_dir / "results.json").read_text())

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
 from meltr.adapters.msta import BACKBONE_LAYOUTS, _Restore
-from meltr.models.base import help_field
+from meltr.config import help_field
 
 
 @dataclass

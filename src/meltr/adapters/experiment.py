@@ -45,8 +45,8 @@ from meltr.adapters.base import TrainableParameters, trainable_parameters
 from meltr.adapters.consistency import PROMPT_TEMPLATE, class_descriptions, class_name, consistency_loss
 from meltr.adapters.lora import LoRAConfig, inject_lora
 from meltr.adapters.msta import MSTAConfig, inject_msta
+from meltr.config import help_field
 from meltr.data.lexicon import EVENT_CLASSES
-from meltr.models.base import help_field
 from meltr.models.losses import symmetric_info_nce
 
 CAPTION_CLASS_WORDS: dict[str, str] = {

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from meltr.adapters.msta import BACKBONE_LAYOUTS
-from meltr.models.base import help_field
+from meltr.config import help_field
 
 LORA_ADAPTER_NAME = "default"
 """peft's name of the one adapter :func:`inject_lora` adds (it appears in the parameter names)."""

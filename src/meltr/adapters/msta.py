@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
-from meltr.models.base import help_field
+from meltr.config import help_field
 
 MODALITIES: tuple[str, ...] = ("video", "text")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
-from tqdm import tqdm
+from meltr.cli._config import add_config_arguments, add_unsafe_load, print_config, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a pre-trained backbone on a downstream task with a loss combiner",
         description="Fine-tune a pre-trained backbone on a downstream task of the synthetic world with any loss "
         "combiner and hypergradient estimator, validate each epoch on the meta split, test the best checkpoint. "
-        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.training).",
+        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.training). "
+        "The result is printed as JSON on stdout; logs and the progress bar go to stderr.",
     )
-    parser.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    add_config_arguments(parser, "seed=1 world.n_train=200", required=True)
     parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. seed=1 world.n_train=200"
+        "--out", type=Path, default=None, help="the run directory (sets out_root and name; default: out_root/name)"
     )
+    add_unsafe_load(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -28,16 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from meltr.training.finetune import FinetuneConfig, finetune
 
-    try:
-        config = FinetuneConfig.load(args.config, args.overrides)
-        result = finetune(config, progress=not args.quiet, log=tqdm.write)
-    except ValueError as error:
-        print(f"meltr finetune: {error}", file=sys.stderr)
-        return 2
+    where = {"out_root": str(args.out.parent), "name": args.out.name} if args.out is not None else {}
+    config = resolve(FinetuneConfig, args, where)
+    if args.print_config:
+        return print_config(config)
+    result = finetune(config, progress=not args.quiet, unsafe=args.unsafe_load)
     print(
         json.dumps(
             {
                 "run_dir": str(result.run_dir),
+                "primary_task": result.primary_task,
                 "best_epoch": result.best_epoch,
                 "seconds": round(result.seconds, 1),
                 "test": result.test,

@@ -65,10 +65,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from meltr.combine import FixedWeights
+from meltr.config import help_field
 from meltr.data import EVENT_CLASSES, World, WorldConfig, WorldSplit, make_world
 from meltr.metrics import retrieval_metrics
 from meltr.models import SIZES, build_backbone
-from meltr.models.base import help_field
 from meltr.models.vatt import VATT_TASKS, VattConfig
 from meltr.surgery.base import GradientSurgery, PlainSum, TaskGradients, cosine_matrix
 from meltr.surgery.curriculum import MEASURES, SCHEDULES, Curriculum, GammaSchedule, RealignCurriculum

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from meltr.config import help_field
 from meltr.models import BACKBONES, build_backbone
-from meltr.models.base import help_field
-from meltr.training.checkpoint import atomic_save, load_checkpoint
+from meltr.training.backbones import backbone_for, load_pretrained, save_pretrained
+from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
 
 
 @dataclass
@@ -89,8 +90,14 @@ def initial_backbone(config: PretrainConfig, world) -> nn.Module:
     initialised under ``torch.manual_seed(config.seed)`` (which reseeds the global generator)."""
     torch.manual_seed(config.seed)
     shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    return build_backbone(
-        config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **{**shape, **config.overrides}
+    return backbone_for(
+        config.backbone,
+        "none",
+        vocab_size=world.tokenizer.vocab_size,
+        size=config.size,
+        options=config.overrides,
+        shape=shape,
+        source="PretrainConfig",
     )
 
 
@@ -101,6 +108,7 @@ def pretrain(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = False,
+    unsafe: bool = False,
 ) -> PretrainResult:
     """Minimise the sum of the backbone's pretext losses (batch means; ``config.tasks`` of them if given) on
     ``world``'s pretrain split.
@@ -113,6 +121,8 @@ def pretrain(
             to resume from when it exists: a resumed run continues exactly where the saved one was.
         checkpoint_every: steps between checkpoints.
         progress: show a progress bar.
+        unsafe: read ``checkpoint`` even if it needs unpickling (see
+            :func:`~meltr.training.checkpoint.load_checkpoint`).
 
     Returns:
         the backbone (in eval mode) and the logged history ``{"step", "lr", "total", <task>...}``.
@@ -130,7 +140,8 @@ def pretrain(
     history: list[dict[str, float]] = []
     step, epoch, position, started = 0, 0, 0, time.perf_counter()
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, unsafe=unsafe)
+        check_checkpoint(state, checkpoint, "pretrain-state", backbone=config.backbone, size=config.size)
         if state["config"] != dataclasses.asdict(config):
             raise ValueError(f"{checkpoint}: saved by a different pre-training config; remove it or change --out")
         model.load_state_dict(state["model"])
@@ -144,6 +155,7 @@ def pretrain(
     def save_state() -> None:
         atomic_save(
             {
+                "meltr": checkpoint_label("pretrain-state", config.backbone, config.size),
                 "config": dataclasses.asdict(config),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -214,35 +226,6 @@ def held_out_losses(model: nn.Module, world, split: str = "test", batch_size: in
         for task, loss in model(batch, generator=generator).items():
             totals[task] = totals.get(task, 0.0) + loss.mean().item() / len(batches)
     return totals
-
-
-def save_pretrained(path: str | Path, model: nn.Module, backbone: str, **extra: Any) -> Path:
-    """Save ``model`` with what rebuilds it: its registry name and its full config.
-
-    Args:
-        path: the file to write (parent directories are created).
-        model: a backbone of :mod:`meltr.models` (it has a dataclass ``config``).
-        backbone: its registry name.
-        **extra: anything else worth keeping (the recipe, the world's fingerprint, ...).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "backbone": backbone,
-        "config": dataclasses.asdict(model.config),
-        "state_dict": model.state_dict(),
-        **extra,
-    }
-    return atomic_save(payload, path)
-
-
-def load_pretrained(path: str | Path) -> nn.Module:
-    """Rebuild a backbone saved by :func:`save_pretrained` (in eval mode)."""
-    payload = load_checkpoint(path)
-    config = dict(payload["config"])
-    model = build_backbone(payload["backbone"], "default", **config)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
 
 
 __all__ = [
