@@ -4,7 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from dataclasses import dataclass
+
+from meltr.cli._config import add_config_arguments, add_unsafe_load, print_config, resolve
+from meltr.config import check_fields, help_field
+
+
+@dataclass
+class EvaluateConfig:
+    """What ``meltr evaluate`` scores."""
+
+    backbone: str = help_field("Registered backbone (meltr.models.BACKBONES).", "univl")
+    checkpoint: str = help_field(
+        "'pretrained' (the shipped checkpoint) or a backbone file (.pt / .safetensors).", "pretrained"
+    )
+    split: str = help_field("World split to score: pretrain, train, meta or test.", "test")
+    clips: int = help_field("Clips of the split (the first ones; the same as in a larger world).", 1000)
+    seed: int = help_field("Seed of the world.", 0)
+    batch_size: int = help_field("Clips per forward pass.", 64)
+
+    def validate(self, source: str = "config") -> None:
+        from meltr.data import SPLITS
+        from meltr.models import BACKBONES
+
+        check_fields(
+            source,
+            [
+                ("backbone", self.backbone, self.backbone in BACKBONES, f"one of {BACKBONES.names()}"),
+                ("checkpoint", self.checkpoint, self.checkpoint != "none", "'pretrained' or a file (not 'none')"),
+                ("split", self.split, self.split in SPLITS, f"one of {list(SPLITS)}"),
+                ("clips", self.clips, self.clips >= 2, "at least 2 (retrieval ranks clips against each other)"),
+                ("batch_size", self.batch_size, self.batch_size >= 1, "at least 1"),
+                ("seed", self.seed, self.seed >= 0, "non-negative"),
+            ],
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,42 +45,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="zero-shot text-to-video retrieval of a pre-trained backbone",
         description="Score caption 0 of every test clip against every test clip with the backbone's retrieval "
-        "scoring, without fine-tuning, and print R@1/R@5/R@10/MdR next to chance.",
+        "scoring, without fine-tuning, and print R@1/R@5/R@10/MdR next to chance as JSON on stdout (or --out).",
     )
-    parser.add_argument("--backbone", default="univl", help="registered backbone (default: univl)")
-    parser.add_argument("--checkpoint", default="pretrained", help="'pretrained' (shipped) or a path")
-    parser.add_argument("--split", default="test", help="world split (default: test)")
-    parser.add_argument("--clips", type=int, default=1000, help="clips in the split (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
+    add_config_arguments(parser, "clips=200")
+    parser.add_argument("--backbone", default=None, help="registered backbone (default: univl)")
+    parser.add_argument("--checkpoint", default=None, help="'pretrained' (shipped) or a backbone file")
+    parser.add_argument("--split", default=None, help="world split (default: test)")
+    parser.add_argument("--clips", type=int, default=None, help="clips in the split (default: 1000)")
+    parser.add_argument("--seed", type=int, default=None, help="world seed (default: 0)")
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+    add_unsafe_load(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from meltr.tasks import build_task
-    from meltr.training.finetune import FinetuneConfig, build_backbone_for, build_world
+    from pathlib import Path
 
-    sizes = {"n_pretrain": 0, "n_train": 0, "n_meta": 0, "n_test": 0, f"n_{args.split}": args.clips}
-    try:
-        config = FinetuneConfig(backbone=args.backbone, checkpoint=args.checkpoint, world={**sizes, "seed": args.seed})
-        config.validate()
-        world = build_world(config)
-        model = build_task("retrieval", build_backbone_for(config, world), args.backbone)
-    except (ValueError, KeyError) as error:
-        print(f"meltr evaluate: {error}", file=sys.stderr)
-        return 2
-    scores = model.evaluate(world, args.split)
-    chance = {"t2v/R@1": 100 / args.clips, "t2v/MdR": (args.clips + 1) / 2}
-    print(
-        json.dumps(
-            {
-                "backbone": args.backbone,
-                "checkpoint": args.checkpoint,
-                "split": args.split,
-                "clips": args.clips,
-                "zero_shot": scores,
-                "chance": chance,
-            },
-            indent=1,
-        )
+    from meltr.data import SPLITS, WorldConfig, make_world
+    from meltr.data.tokenizer import world_tokenizer
+    from meltr.tasks import build_task
+    from meltr.training.backbones import backbone_for
+
+    names = ("backbone", "checkpoint", "split", "clips", "seed")
+    config = resolve(EvaluateConfig, args, {name: getattr(args, name) for name in names})
+    if args.print_config:
+        return print_config(config)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; give a file name for the JSON result")
+    backbone = backbone_for(
+        config.backbone, config.checkpoint, vocab_size=world_tokenizer().vocab_size, unsafe=args.unsafe_load
     )
+    sizes = {f"n_{name}": config.clips if name == config.split else 0 for name in SPLITS}
+    world = make_world(WorldConfig(seed=config.seed, **sizes), progress=not args.quiet)
+    model = build_task("retrieval", backbone, config.backbone)
+    scores = model.evaluate(world, config.split, config.batch_size)
+    chance = {"t2v/R@1": 100 / config.clips, "t2v/MdR": (config.clips + 1) / 2}
+    result = {**vars(config), "zero_shot": scores, "chance": chance}
+    text = json.dumps(result, indent=1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
     return 0

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from meltr.cli._config import add_unsafe_load, print_config
 from meltr.config import parse_assignments
 from meltr.models import BACKBONES, SIZES
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="save the training state every N steps (resumed on rerun)"
     )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_unsafe_load(parser)
     parser.set_defaults(func=run)
 
 
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         world_config = WorldConfig(**{**sizes, **world_overrides})
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"meltr pretrain: --world: {error}") from None
+        raise ValueError(f"--world: {error}") from None
     try:
         config = PretrainConfig(
             backbone=args.backbone,
@@ -91,17 +95,27 @@ def run(args: argparse.Namespace) -> int:
             overrides=parse_assignments(args.overrides, "--set", "pretrain"),
             tasks=tuple(args.tasks),
         )
-    except ValueError as error:
-        raise SystemExit(f"meltr pretrain: {error}") from None
-    print(f"generating the world ({world_config.n_pretrain} pretrain clips)...", flush=True)
-    world = make_world(world_config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--set: {error}") from None
+    if args.print_config:
+        return print_config(config)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a file; give a directory")
+    if world_config.n_pretrain < config.batch_size:
+        raise ValueError(
+            f"--world n_pretrain={world_config.n_pretrain} is smaller than --batch-size {config.batch_size}; "
+            "raise one or lower the other"
+        )
+    logger.info("generating the world (%d pretrain clips)...", world_config.n_pretrain)
+    world = make_world(world_config, progress=True)
     result = pretrain(
         config,
         world,
-        log=lambda line: tqdm.write(line),
+        log=logger.info,
         checkpoint=args.out / "checkpoint.pt",
         checkpoint_every=args.checkpoint_every,
         progress=True,
+        unsafe=args.unsafe_load,
     )
     recipe = dataclasses.asdict(config)
     path = save_pretrained(
@@ -117,5 +131,6 @@ def run(args: argparse.Namespace) -> int:
         from meltr.analysis.plots import plot_history
 
         plot_history(result.history, args.out / "history.png", f"Pre-training {args.backbone} ({config.size})")
-    print(f"wrote {path} and {args.out / 'history.json'}")
+    logger.info("wrote %s and %s", path, args.out / "history.json")
+    print(json.dumps({"backbone": str(path), "history": str(args.out / "history.json")}, indent=1))
     return 0

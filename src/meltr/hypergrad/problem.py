@@ -25,6 +25,12 @@ from meltr.combine.base import LossCombiner
 from meltr.contract import stack_task_losses
 
 Params = list[Tensor]
+
+# The defaults of a meta step, shared by MetaProblem and AuxiliaryLearner (one place each).
+DEFAULT_GAMMA = 0.1
+DEFAULT_BACKEND = "jvp"
+DEFAULT_LOOKAHEAD_LR = 1e-3  # torch's Adam / AdamW default lr; the learner passes its optimiser's lr
+DEFAULT_FD_SCALE = 1e-5
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
@@ -72,13 +78,13 @@ class MetaProblem:
     param_names: Sequence[str]
     train_batch: Any
     meta_batch: Any
-    gamma: float = 0.1
+    gamma: float = DEFAULT_GAMMA
     direct_term: bool = True
-    backend: str = "double_backward"
+    backend: str = DEFAULT_BACKEND
     sample_train_batch: Callable[[], Any] | None = None
     reduce: Reduce = _no_reduce
-    lookahead_lr: float = 1e-3
-    fd_scale: float = 1e-5
+    lookahead_lr: float = DEFAULT_LOOKAHEAD_LR
+    fd_scale: float = DEFAULT_FD_SCALE
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

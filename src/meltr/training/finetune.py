@@ -358,7 +358,7 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
         total=per_epoch * config.epochs,
         initial=per_epoch * run.start_epoch,
         desc=config.name,
-        disable=not progress,
+        disable=None if progress else True,  # None: only on a terminal
         leave=False,
     )
     try:
