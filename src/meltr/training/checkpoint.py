@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ def load_checkpoint(path: str | Path, *, unsafe: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as error:
+        if not _looks_like_torch_save(path):
+            raise ValueError(f"{path}: not a readable meltr checkpoint (not a torch.save file)") from None
         if unsafe:
             raise ValueError(f"{path}: not a readable checkpoint ({_first_line(error)})") from error
         raise ValueError(f"{path}: holds objects other than tensors and plain data; {UNSAFE_HINT}") from error
@@ -121,6 +124,13 @@ def check_checkpoint(payload: Any, path: str | Path, kind: str, **expected: str 
             fix = f"--{field} {have}" if field == "backbone" else f"{field}={have}"
             raise ValueError(f"{path}: holds a checkpoint for {field} {have!r}, not {want!r}; use {fix}")
     return label
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle (its legacy format, starting with the PROTO opcode)."""
+    with path.open("rb") as file:
+        head = file.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
 def _legacy_label(payload: Any) -> dict | None:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from meltr.config import help_field
 from meltr.models import BACKBONES, build_backbone
-from meltr.training.backbones import backbone_for, load_pretrained, save_pretrained
+from meltr.training.backbones import backbone_for, check_backbone_options, load_pretrained, save_pretrained
 from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
 
 
@@ -57,6 +57,7 @@ class PretrainConfig:
                 raise ValueError(f"PretrainConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("PretrainConfig: lr must be positive, warmup_steps and grad_clip non-negative")
+        check_backbone_options(self.backbone, self.overrides, "PretrainConfig")
         self.tasks = tuple(self.tasks)
         if self.tasks:
             with torch.random.fork_rng(devices=[]):  # building a model draws weights; leave the caller's RNG be
