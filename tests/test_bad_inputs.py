@@ -16,7 +16,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "configs" / "tiny.yaml"
+TINY = ROOT / "src" / "meltr" / "recipes" / "configs" / "tiny.yaml"
 SMALL = ["epochs=1", "world.n_train=32", "world.n_meta=16", "world.n_test=16", "combiner_options.d_model=16",
          "combiner_options.num_heads=2"]  # fmt: skip
 

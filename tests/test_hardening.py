@@ -20,13 +20,13 @@ import torch
 
 from meltr.config import ConfigError, read_recipe
 from meltr.models import build_backbone
+from meltr.recipes.finetune import FinetuneConfig, finetune
 from meltr.training.backbones import load_pretrained, save_pretrained
 from meltr.training.checkpoint import load_checkpoint
-from meltr.training.finetune import FinetuneConfig, finetune
 from meltr.training.run_directory import LOCK, RunDirectory, RunDirectoryError
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "configs" / "tiny.yaml"
+TINY = ROOT / "src" / "meltr" / "recipes" / "configs" / "tiny.yaml"
 SMALL = ["checkpoint=none", "size=tiny", "world.n_train=32", "world.n_meta=16", "world.n_test=16", "epochs=1",
          "combiner_options.d_model=16", "combiner_options.num_heads=2"]  # fmt: skip
 
@@ -58,7 +58,7 @@ def test_a_crafted_pickle_runs_no_code_wherever_meltr_reads_a_checkpoint(tmp_pat
     with pytest.raises(ValueError, match="--unsafe-load"):
         finetune(config, progress=False)
     from meltr.data import make_world
-    from meltr.training.pretrain import PretrainConfig, pretrain  # as pre-training's checkpoint
+    from meltr.recipes.pretrain import PretrainConfig, pretrain  # as pre-training's checkpoint
 
     world = make_world(n_pretrain=8, n_train=0, n_meta=0, n_test=0)
     with pytest.raises(ValueError, match="--unsafe-load"):
@@ -180,9 +180,10 @@ def test_a_checkpoint_of_another_backbone_is_refused():
 
 
 def test_losses_that_do_not_require_grad_are_refused_at_the_first_step():
+    from meltr.toy import TASKS, SharedLinear, ToyProblem
+
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
-    from meltr.toy import TASKS, SharedLinear, ToyProblem
 
     problem = ToyProblem(dim=4, primary_examples=8, aux_examples=8, meta_examples=8, seed=0)
     model = SharedLinear(problem.dim).requires_grad_(False)
@@ -308,9 +309,10 @@ def test_world_generation_reports_its_progress():
 
 # -- 7. API sharp edges --------------------------------------------------------------------------------------------
 def _toy_learner(meta_every: int, seed: int = 0):
+    from meltr.toy import TASKS, SharedLinear, ToyProblem
+
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
-    from meltr.toy import TASKS, SharedLinear, ToyProblem
 
     class Noisy(SharedLinear):
         """Draws from the global generator in every forward, as dropout and random masks do."""

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from meltr.combine import COMBINERS, build_combiner
-from meltr.hypergrad import ESTIMATORS
+from meltr.hypergrad import ESTIMATORS, Identity, Neumann, double_backward
 from meltr.learner import AuxiliaryLearner, NonFiniteLossWarning, select_parameters
-from meltr.toy import TASKS, SharedLinear, ToyProblem, run
+from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem, run
 
 SMALL_MELTR = {"d_model": 16, "mlp_hidden": 8, "ff_dim": 32, "num_heads": 2}
 COMBINER_OPTIONS = {"meltr": SMALL_MELTR, "manual": {"weights": [1.0, 0.5, 0.0]}}
@@ -163,7 +163,7 @@ def test_dropping_the_direct_term_changes_the_hypergradient():
     """The official code's slip is reproducible and differs from the full hypergradient."""
     norms = {}
     for direct in (True, False):
-        learner, batches = make_learner(meta_every=1, direct_term=direct, gamma=1.0)
+        learner, batches = make_learner(meta_every=1, direct_term=direct, reg_weight=1.0)
         norms[direct] = learner.step(next(batches)).meta.hypergrad_norm
     assert norms[True] != pytest.approx(norms[False], rel=1e-3)
 
@@ -209,7 +209,7 @@ def test_configuration_errors_name_the_option():
 
 @pytest.mark.parametrize("estimator", ESTIMATORS.names())
 def test_meltr_beats_equal_weights_and_learns_which_task_hurts(estimator):
-    """The helpful / harmful toy problem (meltr.toy): lower primary test loss, harmful task down-weighted."""
+    """The helpful / harmful toy problem (meltr.recipes.toy): lower primary test loss, harmful task down-weighted."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonFiniteLossWarning)
         baseline = run("equal_weight", seed=0)
@@ -242,3 +242,83 @@ def test_a_module_shared_by_two_parents_stays_shared_after_a_meta_step(backend):
     after = list(model.parameters())
     assert len(after) == len(before) and all(a is b for a, b in zip(after, before, strict=True))
     assert all(isinstance(p, torch.nn.Parameter) for p in after)
+
+
+def test_lookahead_check_is_logged_and_changes_nothing_else():
+    problem = ToyProblem(dim=6, seed=0)
+    held_out = problem.meta_batches(batch_size=8)
+    plain, batches = make_learner(meta_every=1)
+    checked, _ = make_learner(meta_every=1, lookahead_every=1, lookahead_data=held_out)
+    rows = []
+    for _ in range(4):
+        batch = next(batches)
+        plain.step(batch)
+        rows.append(checked.step(batch).as_dict())
+    assert_same(snapshot(plain), snapshot(checked))  # the check is a diagnostic, not a change of the run
+    for key in ("lookahead/cos_before", "lookahead/cos_after", "lookahead/loss_before", "lookahead/gain"):
+        assert all(math.isfinite(r[f"meta/{key}"]) for r in rows)
+    assert "meta/hypergrad_cosine_prev" not in rows[0]
+    assert all(-1 <= r["meta/hypergrad_cosine_prev"] <= 1 for r in rows[1:])
+
+
+def test_lookahead_check_against_an_explicit_computation():
+    problem = ToyProblem(dim=6, seed=1)
+    learner, batches = make_learner("learned_linear", meta_every=1)
+    learner.step(next(batches))
+    held_out, train = next(problem.meta_batches(batch_size=8)), next(batches)
+    before = {k: v.clone() for k, v in learner.combiner.state_dict().items()}
+    with torch.no_grad():
+        learner.combiner.weights.mul_(torch.tensor([1.5, 0.5, 0.0]))
+    out = learner.lookahead_check(train, held_out, before)
+    model, w = learner.model, learner.model.weight.detach().clone()
+
+    def primary_at(weight):
+        return torch.func.functional_call(model, {"weight": weight}, (held_out,))[learner.combiner.primary_task].mean()
+
+    def direction(weights):
+        point = w.clone().requires_grad_(True)
+        losses = torch.func.functional_call(model, {"weight": point}, (train,))
+        total = sum(weights[i] * losses[t].mean() for i, t in enumerate(learner.combiner.tasks))
+        return torch.autograd.grad(total, point)[0]
+
+    point = w.clone().requires_grad_(True)
+    (grad_primary,) = torch.autograd.grad(primary_at(point), point)
+    for label, weights in (("before", before["weights"]), ("after", learner.combiner.weights.detach())):
+        d = direction(weights)
+        expected_loss = primary_at(w - 1e-3 * w.norm() * d / d.norm())
+        assert out[f"lookahead/loss_{label}"] == pytest.approx(float(expected_loss), rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(d, grad_primary, dim=0)
+        assert out[f"lookahead/cos_{label}"] == pytest.approx(float(cos), abs=1e-5)
+    assert out["lookahead/gain"] == pytest.approx(out["lookahead/loss_before"] - out["lookahead/loss_after"])
+    assert out["lookahead/cos_before"] != pytest.approx(out["lookahead/cos_after"], abs=1e-3)
+
+
+def run_steps(learner, batches, steps=6):
+    for _ in range(steps):
+        learner.step(next(batches))
+    return learner.combiner.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "estimator"),
+    [("identity", {}, Identity()), ("neumann", {"terms": 2, "lr": 0.05}, Neumann(terms=2, lr=0.05))],
+)
+def test_an_estimator_object_and_a_backend_function_run_as_their_names(name, options, estimator):
+    by_name, batches = make_learner(estimator=name, hypergrad_options=options, backend="double_backward")
+    expected = run_steps(by_name, batches)
+    by_object, batches = make_learner(estimator=estimator, backend=double_backward)
+    got = run_steps(by_object, batches)
+    assert by_object.estimator is estimator and by_object.backend is double_backward
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_options_with_an_estimator_object_are_refused():
+    with pytest.raises(ValueError, match="go with an estimator name"):
+        make_learner(estimator=Identity(), hypergrad_options={"lr": 0.1})
+
+
+def test_gamma_is_the_deprecated_name_of_reg_weight():
+    with pytest.warns(DeprecationWarning, match="reg_weight"):
+        learner, _ = make_learner(gamma=0.5)
+    assert learner.reg_weight == 0.5

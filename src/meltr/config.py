@@ -305,14 +305,15 @@ def check_options(
 
 def as_yaml(config: Any) -> str:
     """The resolved config as YAML (what ``--print-config`` shows and a run directory keeps)."""
-    return yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False)
+    return yaml.safe_dump(plain_data(dataclasses.asdict(config)), sort_keys=False)
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
+    """``value`` as YAML gives it back: mappings and lists of plain values (tuples become lists)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 
@@ -351,6 +352,7 @@ __all__ = [
     "help_field",
     "load_config",
     "parse_assignments",
+    "plain_data",
     "preset_config",
     "read_recipe",
 ]

@@ -2,7 +2,7 @@
 
 Inner step (Eq. 12): ``w <- optimiser step on L_aux = M(l(w; x); phi)``. Every ``meta_every`` inner steps, a meta
 step (Eq. 13): ``phi <- meta-optimiser step on dL_pri/dphi``, the hypergradient of
-``L_pri = l_0(w; x_meta) + gamma * |M(l) - sum_t l_t|`` given by a registered estimator.
+``L_pri = l_0(w; x_meta) + reg_weight * |M(l) - sum_t l_t|`` given by a hypergradient estimator.
 
 The learner works unchanged under ``torch.nn.parallel.DistributedDataParallel``: inner gradients are synchronised
 by DDP; second-order passes run on the unwrapped module and every gradient of the meta step is all-reduced by hand,
@@ -27,7 +27,9 @@ from meltr.combine.base import LossCombiner
 from meltr.contract import nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
-from meltr.hypergrad.problem import DEFAULT_BACKEND, DEFAULT_FD_SCALE, DEFAULT_GAMMA
+from meltr.hypergrad.backends import Backend, jvp
+from meltr.hypergrad.estimators import Estimator
+from meltr.hypergrad.problem import DEFAULT_FD_SCALE, DEFAULT_REG_WEIGHT
 
 
 class NonFiniteLossWarning(UserWarning):
@@ -93,6 +95,46 @@ class ReplayBuffer:
         return len(self.batches)
 
 
+class _Batches:
+    """Batches of an iterable, re-iterated when exhausted (a fresh pass, e.g. a new shuffle, each time)."""
+
+    def __init__(self, data: Iterable[Any] | None, name: str) -> None:
+        self.data, self.name = data, name
+        self._iterator: Iterator[Any] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.data is not None
+
+    def next(self) -> Any:
+        if self.data is None:
+            raise ValueError(f"no {self.name} was given")
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.data)
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                raise ValueError(f"{self.name} yielded no batch") from None
+
+
+def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1).double() for g, p in zip(grads, params, strict=True)]
+    )
+
+
+def _unflat(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    out, start = [], 0
+    for p in params:
+        out.append(flat[start : start + p.numel()].view_as(p).to(p.dtype))
+        start += p.numel()
+    return out
+
+
 def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str]:
     """Names of the trainable parameters of ``model`` in the hypergradient scope.
 
@@ -115,6 +157,24 @@ def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str
     return [n for n in names if n in selected]
 
 
+def resolve_estimator(hypergrad: str | Estimator, options: Mapping[str, Any] | None = None) -> Estimator:
+    """The estimator object: ``hypergrad`` itself, or the one registered under that name built with ``options``.
+
+    Raises:
+        ValueError: ``options`` are given with an estimator object (they belong in its constructor).
+        TypeError: ``hypergrad`` is neither a name nor callable.
+    """
+    if isinstance(hypergrad, str):
+        return build_estimator(hypergrad, **dict(options or {}))
+    if not callable(hypergrad):
+        raise TypeError(f"hypergrad must be an estimator (problem -> hypergradient) or a name, got {hypergrad!r}")
+    if options:
+        raise ValueError(
+            f"hypergrad_options {dict(options)} go with an estimator name; build the object with them instead"
+        )
+    return hypergrad
+
+
 class AuxiliaryLearner:
     """Fine-tune a model on all of its losses, combined by a (meta-learned) combiner: Algorithm 1 of MELTR.
 
@@ -124,10 +184,13 @@ class AuxiliaryLearner:
         optimizer: the user's optimiser over the model's parameters (the inner problem).
         meta_optimizer: optimiser over ``combiner.meta_parameters()``; default Adam(lr=1e-3, weight_decay=3e-5).
         meta_every: inner steps between meta steps (the official code's ``auxgrad_every``, 3).
-        gamma: strength of the regulariser ``|M(l) - sum_t l_t|`` in ``L_pri`` (Eq. 7).
-        hypergrad: estimator name (``identity``, ``neumann``, ``cg``, ``unrolled``, ``stocbio``).
-        hypergrad_options: keyword options of the estimator (``terms``, ``lr``, ``iters``, ...).
-        backend: how the mixed term is computed (``double_backward``, ``jvp``, ``finite_difference``).
+        reg_weight: the weight of the regulariser ``|M(l) - sum_t l_t|`` in ``L_pri`` (Eq. 7, the paper's gamma;
+            ``gamma=`` is accepted with a DeprecationWarning).
+        hypergrad: the estimator, ``estimator(problem) -> dL_pri/dphi`` (e.g. ``Neumann(terms=5)``), or the name of
+            one in :data:`~meltr.hypergrad.ESTIMATORS` (``identity``, ``neumann``, ``cg``, ``unrolled``, ``stocbio``).
+        hypergrad_options: keyword options of a named estimator (``terms``, ``lr``, ``iters``, ...).
+        backend: how the mixed term is computed: a backend function or the name of one in
+            :data:`~meltr.hypergrad.BACKENDS` (``double_backward``, ``jvp``, ``finite_difference``).
         meta_source: ``"replay"`` draws meta batches from the replay buffer of recent training batches (the official
             code); ``"split"`` draws them from ``meta_data``, a held-out meta split.
         meta_data: iterable of meta batches (re-iterated when exhausted), for ``meta_source="split"``.
@@ -141,6 +204,12 @@ class AuxiliaryLearner:
         seed: seed of the replay buffer's sampling and of the meta steps' own random stream (a meta step's
             dropout and masks never draw from the global generator, so the model's own stream is the same with
             meta steps on or off).
+        reg_batch: the batch the regulariser is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the
+            train-side batch, as the official UniVL and Violet code do).
+        lookahead_every: every this many meta steps, check whether the step helped (see :meth:`lookahead_check`);
+            0 never checks. Each check costs about three training steps.
+        lookahead_data: iterable of held-out batches for the check (re-iterated when exhausted); default: the meta
+            batches of ``meta_data``, else a replayed training batch (then not held out).
     """
 
     def __init__(
@@ -151,10 +220,10 @@ class AuxiliaryLearner:
         *,
         meta_optimizer: torch.optim.Optimizer | None = None,
         meta_every: int = 3,
-        gamma: float = DEFAULT_GAMMA,
-        hypergrad: str = "identity",
+        reg_weight: float = DEFAULT_REG_WEIGHT,
+        hypergrad: str | Estimator = "identity",
         hypergrad_options: Mapping[str, Any] | None = None,
-        backend: str = DEFAULT_BACKEND,
+        backend: str | Backend = jvp,
         meta_source: Literal["replay", "split"] = "replay",
         meta_data: Iterable[Any] | None = None,
         replay_size: int = 10,
@@ -165,29 +234,43 @@ class AuxiliaryLearner:
         fd_scale: float = DEFAULT_FD_SCALE,
         track_sensitivity: bool = True,
         seed: int = 0,
+        reg_batch: Literal["meta", "train"] = "meta",
+        lookahead_every: int = 0,
+        lookahead_data: Iterable[Any] | None = None,
+        gamma: float | None = None,
     ) -> None:
+        if gamma is not None:
+            warnings.warn(
+                "AuxiliaryLearner(gamma=...) is now reg_weight= (the curriculum has its own gamma)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            reg_weight = gamma
         if meta_every < 1:
             raise ValueError(f"meta_every must be at least 1, got {meta_every}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be non-negative, got {gamma}")
+        if reg_weight < 0:
+            raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
         if meta_source not in ("replay", "split"):
             raise ValueError(f"meta_source must be 'replay' or 'split', got {meta_source!r}")
         if meta_source == "split" and meta_data is None:
             raise ValueError("meta_source='split' needs meta_data, an iterable of held-out meta batches")
+        if reg_batch not in ("meta", "train"):
+            raise ValueError(f"reg_batch must be 'meta' or 'train', got {reg_batch!r}")
+        if lookahead_every < 0:
+            raise ValueError(f"lookahead_every must be 0 (never) or positive, got {lookahead_every}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-        BACKENDS.get(backend)  # fail early, with the list of known backends
         self.model = model
         self.combiner = combiner
         self.optimizer = optimizer
-        self.estimator_name = hypergrad
-        self.estimator = build_estimator(hypergrad, **dict(hypergrad_options or {}))
-        self.backend = backend
+        self.estimator = resolve_estimator(hypergrad, hypergrad_options)
+        self.estimator_name = hypergrad if isinstance(hypergrad, str) else type(self.estimator).__name__
+        self.backend = BACKENDS.get(backend) if isinstance(backend, str) else backend
         self.meta_every = meta_every
-        self.gamma = gamma
+        self.reg_weight = reg_weight
         self.meta_source = meta_source
         self.meta_data = meta_data
-        self._meta_iterator: Iterator[Any] | None = None
+        self._meta = _Batches(meta_data, "meta_data")
         self.replay = ReplayBuffer(replay_size, seed)
         self.meta_generator = torch.Generator().manual_seed(seed + 0x5EED)
         self.direct_term = direct_term
@@ -195,6 +278,12 @@ class AuxiliaryLearner:
         self.on_nonfinite = on_nonfinite
         self.fd_scale = fd_scale
         self.track_sensitivity = track_sensitivity
+        self.reg_batch = reg_batch
+        self.lookahead_every = lookahead_every
+        self._lookahead = _Batches(lookahead_data if lookahead_data is not None else meta_data, "lookahead_data")
+        self._previous_hypergrad: Tensor | None = None
+        # the check draws its masks from its own stream: turning it on changes nothing else in the run
+        self._lookahead_generator = torch.Generator().manual_seed(seed + 0x10CA)
         self.scope = select_parameters(unwrap(model), hypergrad_scope)
         meta_parameters = combiner.meta_parameters()
         self.meta_enabled = bool(meta_parameters)
@@ -255,16 +344,17 @@ class AuxiliaryLearner:
             param_names=self.scope,
             train_batch=train_batch,
             meta_batch=meta_batch,
-            gamma=self.gamma,
+            reg_weight=self.reg_weight,
             direct_term=self.direct_term,
             backend=self.backend,
             sample_train_batch=self.replay.sample,
             reduce=all_reduce_mean,
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
+            reg_batch=self.reg_batch,
         )
         seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md).
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch.
         with torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH):
             torch.manual_seed(seed)
             hypergrad = self.estimator(problem)
@@ -290,6 +380,16 @@ class AuxiliaryLearner:
             self.skipped_meta_steps += 1
             stats.skipped = True
             return stats
+        flat = torch.cat([g.detach().reshape(-1).double() for g in hypergrad])
+        if self._previous_hypergrad is not None:
+            stats.extras["hypergrad_cosine_prev"] = float(
+                torch.nn.functional.cosine_similarity(flat, self._previous_hypergrad, dim=0)
+            )
+        self._previous_hypergrad = flat
+        check = self.lookahead_every > 0 and self.meta_steps % self.lookahead_every == 0
+        if check:
+            held_out = self._lookahead.next() if self._lookahead.available else self.replay.sample()
+            before = {k: v.detach().clone() for k, v in self.combiner.state_dict().items()}
         meta_parameters = self.combiner.meta_parameters()
         self.meta_optimizer.zero_grad(set_to_none=True)
         for p, g in zip(meta_parameters, hypergrad, strict=True):
@@ -299,8 +399,68 @@ class AuxiliaryLearner:
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
         self.combiner.project_()
+        if check:
+            stats.extras.update(self.lookahead_check(train_batch, held_out, before))
         self.meta_steps += 1
         return stats
+
+    def lookahead_check(self, train_batch: Any, held_out: Any, previous_combiner: Mapping[str, Tensor]) -> dict:
+        """Did the last meta step help the primary task on held-out data?
+
+        From the current weights ``w``, the inner step direction ``d(phi) = grad_w M(l(w; x_train); phi)`` is taken
+        with the combiner before (``phi_0``) and after (``phi_1``) the meta step. For each, it reports the cosine
+        between ``-d`` and the primary task's descent direction on the held-out batch, and the primary loss on that
+        batch after a normalised look-ahead step ``w - s ||w|| d / ||d||`` (``s = 1e-3``). Normalising removes the
+        loss scale, which AdamW ignores, so only the combination's direction is compared.
+
+        Returns:
+            ``lookahead/cos_before``, ``lookahead/cos_after``, ``lookahead/loss_before``, ``lookahead/loss_after``
+            and ``lookahead/gain = loss_before - loss_after`` (positive: the meta step helped).
+        """
+        model = unwrap(self.model)
+        names = self.scope
+        named = dict(model.named_parameters())
+        params = [named[n] for n in names]
+        current = {k: v.detach().clone() for k, v in self.combiner.state_dict().items()}
+        was_training = model.training
+        model.eval()  # no dropout: the only difference between the two directions is the combiner
+        try:
+            with torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH):
+                seed = int(torch.randint(0, 2**62, (), generator=self._lookahead_generator))
+                torch.manual_seed(seed)
+                primary = self.combiner.stack(model(held_out))[..., self.combiner.primary_index].mean()
+                grad_primary = _flat(torch.autograd.grad(primary, params, allow_unused=True), params)
+                torch.manual_seed(seed + 1)
+                stacked = self.combiner.stack(model(train_batch))
+                directions = {}
+                for label, state in (("before", previous_combiner), ("after", current)):
+                    self.combiner.load_state_dict(state)
+                    loss = self.combiner(stacked)
+                    directions[label] = _flat(
+                        torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params
+                    )
+                norm_w = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
+                out: dict[str, float] = {}
+                for label, direction in directions.items():
+                    out[f"lookahead/cos_{label}"] = float(
+                        torch.nn.functional.cosine_similarity(direction, grad_primary, dim=0)
+                    )
+                    step = 1e-3 * norm_w * direction / direction.norm().clamp_min(1e-30)
+                    with torch.no_grad():
+                        saved = [p.detach().clone() for p in params]
+                        for p, o in zip(params, _unflat(step, params), strict=True):
+                            p.sub_(o)
+                        torch.manual_seed(seed)
+                        out[f"lookahead/loss_{label}"] = float(
+                            self.combiner.stack(model(held_out))[..., self.combiner.primary_index].mean()
+                        )
+                        for p, value in zip(params, saved, strict=True):
+                            p.copy_(value)
+        finally:
+            self.combiner.load_state_dict(current)
+            model.train(was_training)
+        out["lookahead/gain"] = out["lookahead/loss_before"] - out["lookahead/loss_after"]
+        return out
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -332,16 +492,7 @@ class AuxiliaryLearner:
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _next_meta_batch(self) -> Any:
-        if self._meta_iterator is None:
-            self._meta_iterator = iter(self.meta_data)
-        try:
-            return next(self._meta_iterator)
-        except StopIteration:
-            self._meta_iterator = iter(self.meta_data)
-            try:
-                return next(self._meta_iterator)
-            except StopIteration:
-                raise ValueError("meta_data yielded no batch") from None
+        return self._meta.next()
 
     def _task_means(self, stacked: Tensor) -> dict[str, float]:
         means = stacked.detach().mean(0) if stacked.dim() == 2 else stacked.detach()
@@ -383,5 +534,6 @@ __all__ = [
     "NonFiniteLossWarning",
     "ReplayBuffer",
     "StepStats",
+    "resolve_estimator",
     "select_parameters",
 ]

@@ -1,4 +1,4 @@
-"""``meltr finetune --config configs/<recipe>.yaml [key=value ...]``: fine-tune with any combiner, test, plot."""
+"""``meltr finetune --config <shipped name or YAML file> [key=value ...]``: fine-tune with any combiner, test, plot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from meltr.cli._config import add_config_arguments, add_unsafe_load, print_config, resolve
+from meltr.cli._config import add_unsafe_load, print_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,10 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a pre-trained backbone on a downstream task with a loss combiner",
         description="Fine-tune a pre-trained backbone on a downstream task of the synthetic world with any loss "
         "combiner and hypergradient estimator, validate each epoch on the meta split, test the best checkpoint. "
-        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.training). "
+        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.recipes.finetune). "
         "The result is printed as JSON on stdout; logs and the progress bar go to stderr.",
     )
-    add_config_arguments(parser, "seed=1 world.n_train=200", required=True)
+    parser.add_argument(
+        "--config", required=True, help="a shipped config by name (e.g. tiny, demo_retrieval) or a YAML file"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. seed=1 world.n_train=200"
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument(
         "--out", type=Path, default=None, help="the run directory (sets out_root and name; default: out_root/name)"
     )
@@ -28,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meltr.training.finetune import FinetuneConfig, finetune
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, finetune
 
-    where = {"out_root": str(args.out.parent), "name": args.out.name} if args.out is not None else {}
-    config = resolve(FinetuneConfig, args, where)
+    where = [f"out_root={args.out.parent}", f"name={args.out.name}"] if args.out is not None else []
+    config = FinetuneConfig.load(config_path(args.config), [*args.overrides, *where])
     if args.print_config:
         return print_config(config)
     result = finetune(config, progress=not args.quiet, unsafe=args.unsafe_load)

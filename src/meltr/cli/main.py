@@ -78,7 +78,6 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         root.warning("warning: %s", message)

@@ -25,8 +25,9 @@ from meltr.models.layers import (
     init_weights,
     patchify,
 )
+from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import masked_token_loss, pair_matching_loss
-from meltr.models.masking import mask_tokens, sample_negatives, sample_positions
+from meltr.models.masking import mask_tokens, sample_negatives, sample_positions, special_tokens
 
 VIOLET_TASKS: tuple[str, ...] = ("vtm", "mlm", "mvm")
 
@@ -92,6 +93,11 @@ class VioletConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption may have.", 64)
+    special_tokens: dict[str, int] = help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
     text_mask_prob: float = help_field("Share of the text tokens masked for MLM.", 0.15)
     patch_mask_prob: float = help_field("Share of the visual tokens masked for MVM.", 0.15)
     codebook_size: int = help_field("Codes of the fixed patch quantiser (DALL-E: 8192).", 256)
@@ -101,6 +107,7 @@ class VioletConfig:
     codebook_seed: int = help_field("Seed of the patch quantiser's prototypes.", 0)
 
     def __post_init__(self) -> None:
+        self.special_tokens = special_tokens(self.special_tokens)
         check_positive(
             self,
             "vocab_size",
@@ -141,9 +148,13 @@ class Violet(nn.Module):
     """
 
     tasks: tuple[str, ...] = VIOLET_TASKS
+    retrieval_loss = "vtm"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
+    matching_loss = "vtm"  # the loss scored by the cross encoder (match_score)
+    adapter_sites = (AdapterSite("encoder", "mixed"),)
 
     def __init__(self, config: VioletConfig | None = None) -> None:
         super().__init__()
+        self.token_layouts = TokenLayouts()
         self.config = c = config or VioletConfig()
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
@@ -162,7 +173,12 @@ class Violet(nn.Module):
         return batch["video"].to(self.visual_mask_token.dtype)
 
     def _encode(self, text: Tensor | None, text_mask: Tensor | None, visual: Tensor | None) -> Tensor:
-        """The transformer over ``[text; visual]`` embeddings (either may be None) -> ``[B, L + N, d]``."""
+        """The transformer over ``[text; visual]`` embeddings (either may be None) -> ``[B, L + N, d]``; the call's
+        :class:`~meltr.models.layout.TokenLayout` is on ``token_layouts`` meanwhile."""
+        layout = TokenLayout(
+            0 if text is None else text.shape[1],
+            0 if visual is None else visual.shape[1] // self.patch_embedding.num_patches,
+        )
         parts, masks = [], []
         if text is not None:
             parts.append(text + self.modality_embedding.weight[0])
@@ -170,7 +186,8 @@ class Violet(nn.Module):
         if visual is not None:
             parts.append(visual + self.modality_embedding.weight[1])
             masks.append(torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device))
-        return self.encoder(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
+        with self.token_layouts.push(layout):
+            return self.encoder(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"vtm", "mlm", "mvm"}`` per-sample losses ``[B]``.
@@ -184,7 +201,9 @@ class Violet(nn.Module):
         text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
         size, length = text.shape
         frames, patches = video.shape[1], self.patch_embedding.num_patches
-        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
+        masked_text, text_selected = mask_tokens(
+            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
+        )
         eligible = torch.ones(size, frames * patches, dtype=torch.bool, device=text.device)
         patch_selected = sample_positions(eligible, c.patch_mask_prob, generator)
         partner, has_partner = sample_negatives(size, batch.get("clip_id"), generator, text.device)

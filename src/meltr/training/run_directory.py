@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import yaml
 
 from meltr._yaml import load as yaml_load
+from meltr.config import plain_data
 from meltr.training.checkpoint import atomic_save
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,8 @@ class RunDirectory:
                 previous = yaml_load(saved.read_text())
             except yaml.YAMLError:
                 previous = None
-            if previous != _plain(self.config):
-                changed = _first_difference(previous, _plain(self.config))
+            if previous != plain_data(self.config):
+                changed = _first_difference(previous, plain_data(self.config))
                 raise RunDirectoryError(
                     f"{saved}: the run directory holds a run of another recipe{changed}; choose another name or "
                     "out_root (--out), or remove the directory"
@@ -175,7 +176,7 @@ class RunDirectory:
     def _write_claim(self) -> None:
         files = {
             "run.json": json.dumps({"recipe": self.recipe, **self.info}, indent=1),
-            "config.yaml": yaml.safe_dump(_plain(self.config), sort_keys=False),
+            "config.yaml": yaml.safe_dump(plain_data(self.config), sort_keys=False),
             "start.json": json.dumps(self.start, indent=1),
         }
         for name, text in files.items():
@@ -364,15 +365,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise RunDirectoryError(f"{path}: unreadable ({error}); remove the directory or choose another") from None
     return value if isinstance(value, dict) else {}
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as YAML would give it back (tuples become lists)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _first_difference(previous: Any, current: Any) -> str:
