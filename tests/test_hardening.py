@@ -180,10 +180,9 @@ def test_a_checkpoint_of_another_backbone_is_refused():
 
 
 def test_losses_that_do_not_require_grad_are_refused_at_the_first_step():
-    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
-
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
+    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
 
     problem = ToyProblem(dim=4, primary_examples=8, aux_examples=8, meta_examples=8, seed=0)
     model = SharedLinear(problem.dim).requires_grad_(False)
@@ -309,10 +308,9 @@ def test_world_generation_reports_its_progress():
 
 # -- 7. API sharp edges --------------------------------------------------------------------------------------------
 def _toy_learner(meta_every: int, seed: int = 0):
-    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
-
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
+    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
 
     class Noisy(SharedLinear):
         """Draws from the global generator in every forward, as dropout and random masks do."""
