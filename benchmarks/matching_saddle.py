@@ -70,7 +70,7 @@ def main() -> None:
             )
             before = held_out_losses(initial_backbone(config, world), world)
             started = time.perf_counter()
-            result = pretrain(config, world, log=None)
+            result = pretrain(config, world)
             seconds = time.perf_counter() - started
             after = held_out_losses(result.model, world)
             lowest = min(record["vtm"] for record in result.history)

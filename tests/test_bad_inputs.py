@@ -65,7 +65,7 @@ FT = ["finetune", "--config", str(TINY)]
 CASES = {
     # name: (argv, expected exit code, a fragment of the one stderr line)
     "directory as config": (["finetune", "--config", "a_dir.yaml"], 2, "is a directory"),
-    "missing config": (["finetune", "--config", "nope.yaml"], 2, "no such recipe"),
+    "missing config": (["finetune", "--config", "nope.yaml"], 2, "no such file and no shipped config"),
     "empty config": (["finetune", "--config", "empty.yaml"], 2, "is empty"),
     "comment-only config": (["finetune", "--config", "comments.yaml"], 2, "is empty"),
     "duplicate keys": (["finetune", "--config", "duplicate.yaml"], 2, "duplicate key 'lr'"),

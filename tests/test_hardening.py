@@ -62,7 +62,7 @@ def test_a_crafted_pickle_runs_no_code_wherever_meltr_reads_a_checkpoint(tmp_pat
 
     world = make_world(n_pretrain=8, n_train=0, n_meta=0, n_test=0)
     with pytest.raises(ValueError, match="--unsafe-load"):
-        pretrain(PretrainConfig(size="tiny", steps=1, batch_size=4), world, log=None, checkpoint=crafted)
+        pretrain(PretrainConfig(size="tiny", steps=1, batch_size=4), world, checkpoint=crafted)
     assert not marker.exists()
     # The control: the same file does run its code when the caller explicitly asks to trust it.
     load_checkpoint(crafted, unsafe=True)
@@ -157,7 +157,7 @@ def test_recipes_that_would_run_something_else_are_refused(tmp_path, text, messa
     [
         ("world.n_train=8", r"world.n_train \(8\) is smaller than batch_size \(16\)"),
         ("lr=.inf", "'lr' must be a finite number"),
-        ("gamma=.nan", "'gamma' must be a finite number"),
+        ("gamma=.nan", "'reg_weight' must be a finite number"),
         ("hypergrad_options.terms=-3", "'terms' is out of range"),
         ("combiner_options.d_modle=8", r"'combiner_options.d_modle': not an option .*did you mean 'd_model'"),
         ("combiner_options.d_model=abc", "'combiner_options.d_model' must be an integer"),
@@ -180,10 +180,9 @@ def test_a_checkpoint_of_another_backbone_is_refused():
 
 
 def test_losses_that_do_not_require_grad_are_refused_at_the_first_step():
-    from meltr.toy import TASKS, SharedLinear, ToyProblem
-
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
+    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
 
     problem = ToyProblem(dim=4, primary_examples=8, aux_examples=8, meta_examples=8, seed=0)
     model = SharedLinear(problem.dim).requires_grad_(False)
@@ -309,10 +308,9 @@ def test_world_generation_reports_its_progress():
 
 # -- 7. API sharp edges --------------------------------------------------------------------------------------------
 def _toy_learner(meta_every: int, seed: int = 0):
-    from meltr.toy import TASKS, SharedLinear, ToyProblem
-
     from meltr.combine import build_combiner
     from meltr.learner import AuxiliaryLearner
+    from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem
 
     class Noisy(SharedLinear):
         """Draws from the global generator in every forward, as dropout and random masks do."""
@@ -365,7 +363,7 @@ def test_meta_problem_and_learner_share_their_defaults():
 
     learner = inspect.signature(AuxiliaryLearner).parameters
     problem = {f.name: f.default for f in __import__("dataclasses").fields(MetaProblem)}
-    for name in ("gamma", "backend", "fd_scale"):
+    for name in ("reg_weight", "backend", "fd_scale"):
         assert learner[name].default == problem[name], name
 
 

@@ -183,6 +183,7 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, cap
     config_file = tmp_path / "b" / "tiny" / "config.yaml"
     config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "epochs": 2}, sort_keys=False))
     second = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'b'}"])
+    caplog.clear()
     with caplog.at_level("INFO", logger="meltr"):
         resumed = finetune(second, progress=False)
     assert caplog.messages[0].startswith("resumed")

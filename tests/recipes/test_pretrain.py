@@ -29,7 +29,7 @@ def test_pretraining_lowers_the_summed_pretext_losses_and_round_trips(world, tmp
     config = PretrainConfig(
         backbone="violet", size="tiny", steps=12, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1
     )
-    result = pretrain(config, world, log=None)
+    result = pretrain(config, world)
     totals = [record["total"] for record in result.history]
     assert len(totals) == 12 and all(map(torch.isfinite, torch.tensor(totals)))
     assert sum(totals[-3:]) < sum(totals[:3])
@@ -49,7 +49,7 @@ def test_bad_recipes_fail_with_the_fix(world):
     with pytest.raises(KeyError, match="allinone, univl, vatt, violet"):
         PretrainConfig(backbone="bert")
     with pytest.raises(ValueError, match="batch_size"):
-        pretrain(PretrainConfig(size="tiny", batch_size=64), world, log=None)
+        pretrain(PretrainConfig(size="tiny", batch_size=64), world)
 
 
 def test_the_cli_writes_a_checkpoint_and_the_history(tmp_path, capsys):
@@ -70,21 +70,28 @@ class Interrupt(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_exactly_where_its_checkpoint_was(world, tmp_path):
-    config = PretrainConfig(backbone="univl", size="tiny", steps=5, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1)
-    reference = pretrain(config, world, log=None).model
+def test_an_interrupted_run_resumes_exactly_where_its_checkpoint_was(world, tmp_path, monkeypatch, caplog):
+    import meltr.recipes.pretrain as recipe
 
-    def stop_after_step_three(line):
-        if line.startswith("step 3/"):
+    config = PretrainConfig(backbone="univl", size="tiny", steps=5, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1)
+    reference = pretrain(config, world).model
+    info = recipe.logger.info
+
+    def stop_after_step_three(message, *args):
+        if message.startswith("step") and args[0] == 3:
             raise Interrupt
+        info(message, *args)
 
     checkpoint = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(recipe.logger, "info", stop_after_step_three)
     with pytest.raises(Interrupt):
-        pretrain(config, world, log=stop_after_step_three, checkpoint=checkpoint, checkpoint_every=2)
-    assert torch.load(checkpoint, weights_only=False)["step"] == 2
-    lines = []
-    resumed = pretrain(config, world, log=lines.append, checkpoint=checkpoint, checkpoint_every=2).model
-    assert lines[0].startswith(f"resumed from {checkpoint} at step 2")
+        pretrain(config, world, checkpoint=checkpoint, checkpoint_every=2)
+    monkeypatch.undo()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    caplog.clear()
+    with caplog.at_level("INFO", logger="meltr"):
+        resumed = pretrain(config, world, checkpoint=checkpoint, checkpoint_every=2).model
+    assert caplog.messages[0].startswith(f"resumed from {checkpoint} at step 2")
     for name, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
@@ -92,10 +99,10 @@ def test_an_interrupted_run_resumes_exactly_where_its_checkpoint_was(world, tmp_
 def test_a_checkpoint_of_another_recipe_is_refused(world, tmp_path):
     config = PretrainConfig(backbone="univl", size="tiny", steps=2, batch_size=4, warmup_steps=1, log_every=0)
     checkpoint = tmp_path / "checkpoint.pt"
-    pretrain(config, world, log=None, checkpoint=checkpoint, checkpoint_every=1)
+    pretrain(config, world, checkpoint=checkpoint, checkpoint_every=1)
     other = PretrainConfig(backbone="univl", size="tiny", steps=3, batch_size=4, warmup_steps=1, log_every=0)
     with pytest.raises(ValueError, match="different pre-training config"):
-        pretrain(other, world, log=None, checkpoint=checkpoint)
+        pretrain(other, world, checkpoint=checkpoint)
 
 
 def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
@@ -105,7 +112,7 @@ def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
         backbone="violet", size="tiny", steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, tasks=("vtm",)
     )
     initial = initial_backbone(config, world)
-    result = pretrain(config, world, log=None)
+    result = pretrain(config, world)
     for record in result.history:
         assert set(record) == {"step", "lr", "total", "vtm", "mlm", "mvm"}
         assert record["total"] == pytest.approx(record["vtm"])
@@ -137,7 +144,7 @@ def test_tasks_naming_a_loss_the_backbone_lacks_is_refused_before_any_work(tmp_p
 
 def test_held_out_losses_are_the_mean_over_whole_batches_with_masks_seeded_zero(world):
     config = PretrainConfig(backbone="violet", size="tiny", steps=1, batch_size=4, log_every=0)
-    model = pretrain(config, world, log=None).model
+    model = pretrain(config, world).model
     losses = held_out_losses(model, world, split="pretrain", batch_size=8)
     generator = torch.Generator().manual_seed(0)
     expected = {}

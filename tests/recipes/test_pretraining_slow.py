@@ -35,7 +35,7 @@ def before_and_after(name: str) -> tuple[dict[str, float], dict[str, float]]:
     size, steps = RECIPES.get(name, DEFAULT_RECIPE)
     config = PretrainConfig(backbone=name, size=size, steps=steps, lr=1e-3, warmup_steps=50, log_every=0)
     initial = initial_backbone(config, world)
-    return held_out_losses(initial, world), held_out_losses(pretrain(config, world, log=None).model, world)
+    return held_out_losses(initial, world), held_out_losses(pretrain(config, world).model, world)
 
 
 def _cases():

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             test_clips=args.test_clips,
             class_words=args.class_words,
         )
-        result = run_base_to_novel(config, progress=not args.no_progress, log=print)
+        result = run_base_to_novel(config, progress=not args.no_progress)
     except (ValueError, KeyError, ImportError) as error:
         print(f"meltr adapt: {error}", file=sys.stderr)
         return 2

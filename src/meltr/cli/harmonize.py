@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import shlex
 from pathlib import Path
-
-from tqdm import tqdm
 
 from meltr.config import parse_assignments
 
@@ -82,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     known = {f.name for f in dataclasses.fields(HarmonizeConfig)} - own_options
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise SystemExit(
-            f"meltr harmonize: --set cannot change {unknown}; its fields are {', '.join(sorted(known))} "
+        raise ValueError(
+            f"--set cannot change {unknown}; its fields are {', '.join(sorted(known))} "
             "(seeds, rows, steps, batch_size, model and world have their own options)"
         )
     base = HarmonizeConfig()
@@ -98,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
             **fields,
         )
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"meltr harmonize: {error}") from None
+        raise ValueError(str(error)) from None
     command = command_line(args)
-    log = None if args.quiet else tqdm.write
-    result = run_harmonize(config, progress=not args.quiet, log=log)
+    if args.quiet:
+        logging.getLogger("meltr").setLevel(logging.WARNING)
+    result = run_harmonize(config, progress=not args.quiet)
     paths = write_report(result, args.out, command)
     print(f"wrote {', '.join(map(str, paths))} ({result.seconds:.0f} s)")
     return 0

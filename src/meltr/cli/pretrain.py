@@ -105,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     result = pretrain(
         config,
         world,
-        log=logger.info,
         checkpoint=args.out / "checkpoint.pt",
         checkpoint_every=args.checkpoint_every,
         progress=True,

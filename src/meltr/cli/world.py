@@ -109,7 +109,7 @@ def run_export(args: argparse.Namespace) -> int:
             image_size=args.image_size,
         )
     except ValueError as error:
-        raise SystemExit(f"meltr world export: {error}") from None
+        raise ValueError(f"export: {error}") from None
     world = make_world(config)
     export_world(world, args.format, args.out, lossless=args.codec == "lossless", features=args.features)
     sizes = ", ".join(f"{name} {len(world[name])}" for name in ("train", "meta", "test"))

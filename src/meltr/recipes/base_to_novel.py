@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import logging
 import math
 import statistics
 import time
@@ -47,6 +48,8 @@ from meltr.adapters.msta import MSTAConfig, inject_msta
 from meltr.config import help_field
 from meltr.data.lexicon import EVENT_CLASSES
 from meltr.tasks.prompts import PromptClassification, prompt_accuracy
+
+logger = logging.getLogger(__name__)
 
 CAPTION_CLASS_WORDS: dict[str, str] = {
     "move_left": "moves left",
@@ -517,14 +520,12 @@ def run_base_to_novel(
     config: BaseToNovelConfig | None = None,
     *,
     progress: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> BaseToNovelResult:
     """Run every method of ``config`` under every seed (see the module docstring) and gather the table.
 
     Args:
         config: the experiment (default :class:`BaseToNovelConfig`).
         progress: show a tqdm bar over all training steps.
-        log: called with one line per finished (method, seed), e.g. ``print``.
     """
     from meltr.data import make_world
 
@@ -548,12 +549,11 @@ def run_base_to_novel(
                 bar.set_description(f"{name} seed {seed}")
                 run = run_method(name, seed, config, world, pretrained, test, bar.update)
                 runs.append(run)
-                if log is not None:
-                    log(
-                        f"{METHODS[name].label:<34} seed {seed}: base {run.base_accuracy:5.1f}  novel "
-                        f"{run.novel_accuracy:5.1f}  HM {run.harmonic_mean:5.1f}  trainable {run.trainable:,} "
-                        f"({run.percent:.2f}%)  {run.seconds:.0f} s"
-                    )
+                logger.info(
+                    f"{METHODS[name].label:<34} seed {seed}: base {run.base_accuracy:5.1f}  novel "
+                    f"{run.novel_accuracy:5.1f}  HM {run.harmonic_mean:5.1f}  trainable {run.trainable:,} "
+                    f"({run.percent:.2f}%)  {run.seconds:.0f} s"
+                )
             results.append(MethodResult(name, METHODS[name].label, runs))
     finally:
         bar.close()

@@ -49,6 +49,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,8 @@ from meltr.surgery.curriculum import MEASURES, SCHEDULES, Curriculum, GammaSched
 from meltr.surgery.driver import ParameterLayout, task_gradients, write_gradients
 from meltr.surgery.realign import Realign
 from meltr.training.schedule import learning_rate_factor
+
+logger = logging.getLogger(__name__)
 
 ROWS: dict[str, str] = {
     "baseline": "VATT",
@@ -539,7 +542,6 @@ def run_harmonize(
     config: HarmonizeConfig,
     world: World | None = None,
     progress: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> HarmonizeResult:
     """Pre-train and evaluate every row of ``config`` for every seed (see the module docstring).
 
@@ -547,7 +549,8 @@ def run_harmonize(
         config: the experiment.
         world: the world to run on (default: generated from ``config.world_config()``).
         progress: show one progress bar over every step of every run.
-        log: called with one line per finished run.
+
+    Logs one line per finished run (``logging``, INFO).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     world_config = config.world_config()
@@ -563,8 +566,7 @@ def run_harmonize(
             run_started = time.perf_counter()
             metrics = evaluate_backbone(initial_backbone(world, config, seed).eval(), world, config)
             runs.append(RunRecord(INIT_ROW, seed, [], None, metrics, time.perf_counter() - run_started))
-            if log is not None:
-                log(f"{LABELS[INIT_ROW]} seed {seed}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+            logger.info(f"{LABELS[INIT_ROW]} seed {seed}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
     for row in (r for r in ROWS if r in config.rows):
         for seed in config.seeds:
             bar.set_postfix(row=row, seed=seed)
@@ -575,9 +577,8 @@ def run_harmonize(
                 metrics.update(drop_metrics(samples, world["pretrain"].misaligned))
             run = RunRecord(row, seed, steps, samples, metrics, time.perf_counter() - run_started)
             runs.append(run)
-            if log is not None:
-                shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items())
-                log(f"{LABELS[row]} seed {seed} ({run.seconds:.0f}s): {shown}")
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items())
+            logger.info("%s seed %d (%.0fs): %s", LABELS[row], seed, run.seconds, shown)
     bar.close()
     return HarmonizeResult(config, world_config, runs, time.perf_counter() - started, time.process_time() - cpu_started)
 

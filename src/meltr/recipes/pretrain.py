@@ -9,8 +9,8 @@ that has learned something; :func:`meltr.training.checkpoint.save_pretrained` sa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from meltr.models import BACKBONES, build_backbone
 from meltr.training.backbones import backbone_for, check_backbone_options
 from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
 from meltr.training.schedule import learning_rate_factor
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,7 +99,6 @@ def initial_backbone(config: PretrainConfig, world) -> nn.Module:
 def pretrain(
     config: PretrainConfig,
     world,
-    log: Callable[[str], None] | None = print,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = False,
@@ -109,7 +110,6 @@ def pretrain(
     Args:
         config: the recipe.
         world: a :class:`meltr.data.World`; its tokenizer fixes ``vocab_size``, its config the frame size.
-        log: called with one line every ``config.log_every`` steps (None: silent).
         checkpoint: a file to save the full training state to every ``checkpoint_every`` steps (atomically) and
             to resume from when it exists: a resumed run continues exactly where the saved one was.
         checkpoint_every: steps between checkpoints.
@@ -142,8 +142,7 @@ def pretrain(
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         history, step, epoch, position = state["history"], state["step"], state["epoch"], state["position"]
-        if log is not None:
-            log(f"resumed from {checkpoint} at step {step}")
+        logger.info("resumed from %s at step %d", checkpoint, step)
 
     def save_state() -> None:
         atomic_save(
@@ -187,11 +186,10 @@ def pretrain(
                 record = {"step": step, "lr": schedule.get_last_lr()[0], "total": total.item()}
                 record.update({task: loss.item() for task, loss in losses.items()})
                 history.append(record)
-                if log is not None:
-                    parts = f"lr={record['lr']:.2e} " + " ".join(
-                        f"{task}={value:.3f}" for task, value in record.items() if task not in ("step", "lr")
-                    )
-                    log(f"step {step}/{config.steps} ({time.perf_counter() - started:.0f}s) {parts}")
+                parts = f"lr={record['lr']:.2e} " + " ".join(
+                    f"{task}={value:.3f}" for task, value in record.items() if task not in ("step", "lr")
+                )
+                logger.info("step %d/%d (%.0fs) %s", step, config.steps, time.perf_counter() - started, parts)
             if checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
                 save_state()
             if step == config.steps:
