@@ -11,18 +11,21 @@ so that all ranks keep identical combiners (the official code never synchronises
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel
 
+from meltr.batches import MicroBatches, ReplayStorage
 from meltr.combine.base import LossCombiner
 from meltr.contract import nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, unwrap
@@ -71,22 +74,27 @@ class StepStats:
 
 
 class ReplayBuffer:
-    """The last ``capacity`` training batches, sampled uniformly with a seeded generator (as the official code)."""
+    """The last ``capacity`` training batches, sampled uniformly with a seeded generator (as the official code).
 
-    def __init__(self, capacity: int = 10, seed: int = 0) -> None:
+    ``storage`` decides what is kept of each batch (the batch, a CPU copy, or its dataset indices) and rebuilds the
+    batch when it is sampled; ``batches`` holds those records.
+    """
+
+    def __init__(self, capacity: int = 10, seed: int = 0, storage: ReplayStorage | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"replay_size must be at least 1, got {capacity}")
         self.batches: deque[Any] = deque(maxlen=capacity)
         self.generator = torch.Generator().manual_seed(seed)
+        self.storage = storage or ReplayStorage()
 
     def append(self, batch: Any) -> None:
-        self.batches.append(batch)
+        self.batches.append(self.storage.keep(batch))
 
     def sample(self) -> Any:
         if not self.batches:
             raise RuntimeError("the replay buffer is empty: run an inner step first")
         index = int(torch.randint(len(self.batches), (), generator=self.generator))
-        return self.batches[index]
+        return self.storage.restore(self.batches[index])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -138,6 +146,23 @@ class AuxiliaryLearner:
         fd_scale: relative step of the finite-difference backend.
         track_sensitivity: report the mean ``dM/dl_t`` per task at every step.
         seed: seed of the replay buffer's sampling.
+        backward: ``backward(loss)`` computes the inner gradients (default ``Tensor.backward``); pass Lightning's
+            ``manual_backward`` or ``accelerator.backward`` so that the loop's gradient synchronisation and loss
+            scaling happen.
+        grad_scaler: a ``torch.amp.GradScaler`` the learner drives (scale, unscale, step, update) for fp16; a step
+            the scaler skips for overflow is not an inner step (``overflow_steps`` counts them; no warning).
+        max_grad_norm: clip the inner gradients to this norm (UniVL: 1.0) after unscaling; ``None`` to disable.
+        accumulate: micro-batches per optimiser step. :meth:`step` takes micro-batches; ``meta_every``, the replay
+            buffer and ``inner_steps`` count optimiser steps, and a meta step reads a whole group of micro-batches.
+            With per-sample losses this is the run on the concatenated batch; with batch-level losses a non-linear
+            combiner of the micro-batch means differs from the combiner of the whole batch's means.
+        precision: ``"32"``; ``"bf16"`` or ``"fp16"`` run the backbone's inner forward under ``torch.autocast``
+            (combiner and meta steps in float32; fp16 needs ``grad_scaler``).
+        replay_storage: ``"device"`` (keep batches as they are), ``"cpu"`` (keep CPU copies) or ``"index"`` (keep
+            only ``batch[replay_index_key]`` and rebuild the batch with ``replay_fetch(indices)``).
+        replay_fetch: ``dataset indices -> batch`` for ``replay_storage="index"``.
+        replay_index_key: the batch key holding dataset indices.
+        replay_in_checkpoint: keep the replay buffer's records in :meth:`state_dict`.
     """
 
     def __init__(
@@ -162,6 +187,15 @@ class AuxiliaryLearner:
         fd_scale: float = 1e-5,
         track_sensitivity: bool = True,
         seed: int = 0,
+        backward: Callable[[Tensor], Any] = Tensor.backward,
+        grad_scaler: torch.amp.GradScaler | None = None,
+        max_grad_norm: float | None = None,
+        accumulate: int = 1,
+        precision: Literal["32", "bf16", "fp16"] = "32",
+        replay_storage: Literal["device", "cpu", "index"] = "device",
+        replay_fetch: Callable[[Tensor], Any] | None = None,
+        replay_index_key: str = "index",
+        replay_in_checkpoint: bool = True,
     ) -> None:
         if meta_every < 1:
             raise ValueError(f"meta_every must be at least 1, got {meta_every}")
@@ -174,6 +208,7 @@ class AuxiliaryLearner:
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
         BACKENDS.get(backend)  # fail early, with the list of known backends
+        check_loop_options(accumulate, max_grad_norm, precision, grad_scaler)
         self.model = model
         self.combiner = combiner
         self.optimizer = optimizer
@@ -185,7 +220,17 @@ class AuxiliaryLearner:
         self.meta_source = meta_source
         self.meta_data = meta_data
         self._meta_iterator: Iterator[Any] | None = None
-        self.replay = ReplayBuffer(replay_size, seed)
+        self.backward = backward
+        self.grad_scaler = grad_scaler
+        self.max_grad_norm = max_grad_norm
+        self.accumulate = accumulate
+        self.precision = precision
+        self.replay_in_checkpoint = replay_in_checkpoint
+        self.device_type = next(iter(unwrap(model).parameters()), torch.empty(0)).device.type
+        sample_device = None if replay_storage == "device" else next(iter(unwrap(model).parameters())).device
+        storage = ReplayStorage(replay_storage, sample_device, replay_fetch, replay_index_key)
+        self.replay = ReplayBuffer(replay_size, seed, storage)
+        self._group: list[Any] = []  # micro-batches of the optimiser step under way
         self.direct_term = direct_term
         self.clip_norm = clip_norm
         self.on_nonfinite = on_nonfinite
@@ -202,38 +247,79 @@ class AuxiliaryLearner:
         self.meta_steps = 0  # meta steps taken
         self.skipped_steps = 0
         self.skipped_meta_steps = 0
+        self.overflow_steps = 0  # fp16 steps the grad scaler skipped
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def step(self, batch: Any) -> StepStats:
-        """One inner step on ``batch``, followed by a meta step every ``meta_every`` inner steps."""
+        """One micro-batch on ``batch``; every ``accumulate``-th call the optimiser step, and a meta step every
+        ``meta_every`` optimiser steps."""
         self.steps += 1
-        self.model.train()
-        self.combiner.train()
-        stacked = self.combiner.stack(self.model(batch))
+        if not self._group:
+            self.optimizer.zero_grad(set_to_none=True)
+        stacked = self._inner_forward(batch)
         bad = nonfinite_tasks(stacked, self.combiner.tasks)
         losses = self._task_means(stacked)
         if any_process(bool(bad)):
+            self._discard_group()
             return self._skip(losses, bad or ["(another process)"], what="task loss")
         combined = self.combiner(stacked)
-        self.optimizer.zero_grad(set_to_none=True)
-        combined.backward()
+        self._group.append(batch)
+        last = len(self._group) == self.accumulate
+        scaled = combined / self.accumulate if self.accumulate > 1 else combined
+        if self.grad_scaler is not None:
+            scaled = self.grad_scaler.scale(scaled)
+        # Micro-batches before the last skip DDP's all-reduce; the last one reduces the accumulated gradient.
+        with (
+            self.model.no_sync()
+            if isinstance(self.model, DistributedDataParallel) and not last
+            else contextlib.nullcontext()
+        ):
+            self.backward(scaled)
         for p in self.combiner.parameters():
             p.grad = None  # phi is learned by meta steps only
-        if any_process(not self._gradients_finite()):
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(losses, ["(gradient)"], what="gradient")
-        self.optimizer.step()
-        self.inner_steps += 1
-        self.replay.append(batch)
         stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()))
         if self.track_sensitivity:
             sensitivity = self.combiner.sensitivity(stacked.detach())
             if sensitivity.dim() == 2:
                 sensitivity = sensitivity.mean(0)
             stats.sensitivity = dict(zip(self.combiner.tasks, sensitivity.tolist(), strict=True))
-        if self.meta_enabled and self.inner_steps % self.meta_every == 0:
-            stats.meta = self.meta_step()
+        if not last:
+            return stats
+        if not self._optimizer_step():
+            self._discard_group()
+            if self.grad_scaler is not None:
+                stats.skipped, stats.nonfinite = True, ["(fp16 overflow)"]
+                return stats
+            return self._skip(losses, ["(gradient)"], what="gradient")
+        stats.meta = self.after_optimizer_step()
         return stats
+
+    def inner_loss(self, batch: Any) -> Tensor:
+        """``L_aux`` on ``batch`` for a loop that owns backward and the optimiser step (the split API).
+
+        The loop back-propagates the returned loss (scaled as it likes), steps its optimiser, and then calls
+        :meth:`after_optimizer_step`; the micro-batches seen in between form that step's replay group.
+        """
+        self.steps += 1
+        stacked = self._inner_forward(batch)
+        self._group.append(batch)
+        self.last_losses = self._task_means(stacked)
+        return self.combiner(stacked)
+
+    def after_optimizer_step(self) -> MetaStats | None:
+        """Close the optimiser step: its micro-batches join the replay buffer, and every ``meta_every`` optimiser
+        steps a meta step runs. Returns the meta step's statistics, or ``None``."""
+        if not self._group:
+            raise RuntimeError("after_optimizer_step() follows an optimiser step on inner_loss(batch); none was seen")
+        for p in self.combiner.parameters():
+            p.grad = None  # phi is learned by meta steps only
+        group = self._group[0] if len(self._group) == 1 else MicroBatches(self._group)
+        self._group = []
+        self.inner_steps += 1
+        self.replay.append(group)
+        if self.meta_enabled and self.inner_steps % self.meta_every == 0:
+            return self.meta_step()
+        return None
 
     def meta_step(self) -> MetaStats:
         """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13)."""
@@ -253,8 +339,9 @@ class AuxiliaryLearner:
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
         )
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md).
-        with sdpa_kernel(SDPBackend.MATH):
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md); meta
+        # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step).
+        with sdpa_kernel(SDPBackend.MATH), torch.autocast(self.device_type, enabled=False):
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))
         stats = MetaStats(
@@ -292,10 +379,11 @@ class AuxiliaryLearner:
             "meta_optimizer": None if self.meta_optimizer is None else self.meta_optimizer.state_dict(),
             "counters": {
                 k: getattr(self, k)
-                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps")
+                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps", "overflow_steps")
             },
             "replay_generator": self.replay.generator.get_state(),
-            "replay_batches": list(self.replay.batches),
+            # Groups of micro-batches as plain dicts, so that the state loads with torch.load(weights_only=True).
+            "replay_batches": [_plain(b) for b in self.replay.batches] if self.replay_in_checkpoint else [],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -306,9 +394,44 @@ class AuxiliaryLearner:
             setattr(self, key, value)
         self.replay.generator.set_state(state["replay_generator"])
         self.replay.batches.clear()
-        self.replay.batches.extend(state.get("replay_batches", []))
+        self.replay.batches.extend(_grouped(b) for b in state.get("replay_batches", []))
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _inner_forward(self, batch: Any) -> Tensor:
+        """The stacked task losses of an inner step, the backbone under autocast when asked, in float32 or above."""
+        self.model.train()
+        self.combiner.train()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(batch)
+        stacked = self.combiner.stack(out)
+        return stacked.float() if stacked.dtype in (torch.float16, torch.bfloat16) else stacked
+
+    def _optimizer_step(self) -> bool:
+        """Unscale, check, clip and step; ``False`` if the step was skipped (non-finite gradients)."""
+        scaler = self.grad_scaler
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        finite = not any_process(not self._gradients_finite())
+        if finite and self.max_grad_norm is not None:
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)  # skips the update itself when unscale_ found inf/nan
+            scaler.update()
+            if not finite:
+                self.overflow_steps += 1
+            return finite
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.optimizer.step()
+        return True
+
+    def _discard_group(self) -> None:
+        self._group = []
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _next_meta_batch(self) -> Any:
         if self._meta_iterator is None:
             self._meta_iterator = iter(self.meta_data)
@@ -342,6 +465,30 @@ class AuxiliaryLearner:
         )
         self.skipped_steps += 1
         return StepStats(step=self.steps, losses=losses, combined=math.nan, skipped=True, nonfinite=bad)
+
+
+def check_loop_options(
+    accumulate: int, max_grad_norm: float | None, precision: str, grad_scaler: torch.amp.GradScaler | None
+) -> None:
+    """Validate the learner's loop options (one-line errors naming the option)."""
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise ValueError(f"accumulate must be a positive int, got {accumulate!r}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
+    if precision not in ("32", "bf16", "fp16"):
+        raise ValueError(f"precision must be '32', 'bf16' or 'fp16', got {precision!r}")
+    if precision == "fp16" and grad_scaler is None:
+        raise ValueError("precision='fp16' needs grad_scaler=torch.amp.GradScaler(...): fp16 gradients underflow")
+
+
+def _plain(record: Any) -> Any:
+    return {"micro_batches": list(record)} if isinstance(record, MicroBatches) else record
+
+
+def _grouped(record: Any) -> Any:
+    if isinstance(record, dict) and set(record) == {"micro_batches"}:
+        return MicroBatches(record["micro_batches"])
+    return record
 
 
 __all__ = [
