@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from meltr.batches import MicroBatches, ReplayStorage
 from meltr.combine.base import LossCombiner
 from meltr.contract import nonfinite_tasks
-from meltr.distributed import all_reduce_mean, any_process, unwrap
+from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 
 
@@ -340,8 +340,13 @@ class AuxiliaryLearner:
             fd_scale=self.fd_scale,
         )
         # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md); meta
-        # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step).
-        with sdpa_kernel(SDPBackend.MATH), torch.autocast(self.device_type, enabled=False):
+        # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
+        # Accelerate's mixed precision wraps the backbone's forward).
+        with (
+            sdpa_kernel(SDPBackend.MATH),
+            torch.autocast(self.device_type, enabled=False),
+            original_forward(unwrap(self.model)),
+        ):
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))
         stats = MetaStats(
