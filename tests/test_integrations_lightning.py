@@ -65,6 +65,9 @@ def test_checkpoints_hold_the_learner_and_a_resumed_fit_continues_exactly(tmp_pa
     assert any(key.startswith("combiner.") for key in saved["state_dict"])
 
     resumed = lightning_worker.build_module()
+    with torch.no_grad():  # weights a fresh start could not recover from: only the checkpoint restores them
+        for p in resumed.parameters():
+            p.add_(1.0)
     again = lightning_worker.trainer(max_epochs=2)
     again.fit(resumed, lightning_worker.loader(), ckpt_path=path)
     assert again.global_step == 12 and resumed.learner.meta_steps == straight.learner.meta_steps == 6
