@@ -94,16 +94,15 @@ def task_hessians(batch):
     return 2 * torch.einsum("btd,bte->tde", x, x) / x.shape[0] + 2 * LAM * torch.eye(DIM, dtype=x.dtype)
 
 
-def closed_form(w, phi, data, direct_term=True):
+def closed_form(w, phi, data, direct_term=True, reg_batch="meta"):
     """``(d_phi L_pri, grad_w L_pri, J)`` with ``J[:, t] = grad_phi_t grad_w L_aux = mean_b grad_w l_bt``."""
-    meta = torch.stack([per_sample_losses(w, data["meta"])[t] for t in TASKS], dim=1)  # [B, T]
-    residual = (meta * (phi - 1)).sum(1)
-    sign = torch.sign(residual)
-    grads_meta = task_gradients(w, data["meta"])  # [B, T, d]
-    grad_pri = grads_meta[:, 0].mean(0) + GAMMA * (sign[:, None] * (grads_meta * (phi - 1)[None, :, None]).sum(1)).mean(
-        0
-    )
-    direct = GAMMA * (sign[:, None] * meta).mean(0) if direct_term else torch.zeros_like(phi)
+    reg = data[reg_batch]
+    losses = torch.stack([per_sample_losses(w, reg)[t] for t in TASKS], dim=1)  # [B, T]
+    sign = torch.sign((losses * (phi - 1)).sum(1))
+    grads_reg = task_gradients(w, reg)  # [B, T, d]
+    grad_pri = task_gradients(w, data["meta"])[:, 0].mean(0)
+    grad_pri = grad_pri + GAMMA * (sign[:, None] * (grads_reg * (phi - 1)[None, :, None]).sum(1)).mean(0)
+    direct = GAMMA * (sign[:, None] * losses).mean(0) if direct_term else torch.zeros_like(phi)
     jac = task_gradients(w, data["train"]).mean(0).T  # [d, T]
     return direct, grad_pri, jac
 
@@ -116,6 +115,20 @@ def test_identity_matches_eq11_with_h_equal_identity(data, backend):
     expected = direct - grad_pri @ jac
     (got,) = build_estimator("identity")(make_problem(Ridge(data["w"]), combiner, data, backend))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("direct_term", [True, False])
+def test_regulariser_on_the_train_side_batch(data, direct_term):
+    """The official code's placement: ``L_reg`` on the train-side batch, ``l_0`` on the meta batch."""
+    combiner = linear_combiner()
+    phi = combiner.weights.detach().clone()
+    direct, grad_pri, jac = closed_form(data["w"], phi, data, direct_term, reg_batch="train")
+    problem = make_problem(Ridge(data["w"]), combiner, data, direct_term=direct_term)
+    problem.reg_batch = "train"
+    (got,) = build_estimator("identity")(problem)
+    torch.testing.assert_close(got, direct - grad_pri @ jac, rtol=1e-6, atol=1e-12)
+    on_meta = closed_form(data["w"], phi, data, direct_term)
+    assert not torch.allclose(got, on_meta[0] - on_meta[1] @ on_meta[2])
 
 
 @pytest.mark.parametrize("backend", BACKENDS.names())

@@ -242,3 +242,52 @@ def test_a_module_shared_by_two_parents_stays_shared_after_a_meta_step(backend):
     after = list(model.parameters())
     assert len(after) == len(before) and all(a is b for a, b in zip(after, before, strict=True))
     assert all(isinstance(p, torch.nn.Parameter) for p in after)
+
+
+def test_lookahead_check_is_logged_and_changes_nothing_else():
+    problem = ToyProblem(dim=6, seed=0)
+    held_out = problem.meta_batches(batch_size=8)
+    plain, batches = make_learner(meta_every=1)
+    checked, _ = make_learner(meta_every=1, lookahead_every=1, lookahead_data=held_out)
+    rows = []
+    for _ in range(4):
+        batch = next(batches)
+        plain.step(batch)
+        rows.append(checked.step(batch).as_dict())
+    assert_same(snapshot(plain), snapshot(checked))  # the check is a diagnostic, not a change of the run
+    for key in ("lookahead/cos_before", "lookahead/cos_after", "lookahead/loss_before", "lookahead/gain"):
+        assert all(math.isfinite(r[f"meta/{key}"]) for r in rows)
+    assert "meta/hypergrad_cosine_prev" not in rows[0]
+    assert all(-1 <= r["meta/hypergrad_cosine_prev"] <= 1 for r in rows[1:])
+
+
+def test_lookahead_check_against_an_explicit_computation():
+    problem = ToyProblem(dim=6, seed=1)
+    learner, batches = make_learner("learned_linear", meta_every=1)
+    learner.step(next(batches))
+    held_out, train = next(problem.meta_batches(batch_size=8)), next(batches)
+    before = {k: v.clone() for k, v in learner.combiner.state_dict().items()}
+    with torch.no_grad():
+        learner.combiner.weights.mul_(torch.tensor([1.5, 0.5, 0.0]))
+    out = learner.lookahead_check(train, held_out, before)
+    model, w = learner.model, learner.model.weight.detach().clone()
+
+    def primary_at(weight):
+        return torch.func.functional_call(model, {"weight": weight}, (held_out,))[learner.combiner.primary_task].mean()
+
+    def direction(weights):
+        point = w.clone().requires_grad_(True)
+        losses = torch.func.functional_call(model, {"weight": point}, (train,))
+        total = sum(weights[i] * losses[t].mean() for i, t in enumerate(learner.combiner.tasks))
+        return torch.autograd.grad(total, point)[0]
+
+    point = w.clone().requires_grad_(True)
+    (grad_primary,) = torch.autograd.grad(primary_at(point), point)
+    for label, weights in (("before", before["weights"]), ("after", learner.combiner.weights.detach())):
+        d = direction(weights)
+        expected_loss = primary_at(w - 1e-3 * w.norm() * d / d.norm())
+        assert out[f"lookahead/loss_{label}"] == pytest.approx(float(expected_loss), rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(d, grad_primary, dim=0)
+        assert out[f"lookahead/cos_{label}"] == pytest.approx(float(cos), abs=1e-5)
+    assert out["lookahead/gain"] == pytest.approx(out["lookahead/loss_before"] - out["lookahead/loss_after"])
+    assert out["lookahead/cos_before"] != pytest.approx(out["lookahead/cos_after"], abs=1e-3)

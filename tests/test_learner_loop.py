@@ -261,3 +261,9 @@ def test_meta_steps_run_in_float32_inside_an_autocast_region():
             learner.meta_step()
         hypergrads[autocast] = recorded[-1]
     torch.testing.assert_close(hypergrads[True], hypergrads[False], rtol=0, atol=0)
+
+
+def test_the_lookahead_check_reads_groups_of_micro_batches():
+    learner = two_layer_learner(accumulate=2, lookahead_every=1)
+    metas = [learner.step(half).meta for batch in global_batches(2) for half in halves(batch)]
+    assert metas[-1] is not None and "lookahead/gain" in metas[-1].extras

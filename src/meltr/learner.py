@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from meltr.batches import MicroBatches, ReplayStorage
 from meltr.combine.base import LossCombiner
-from meltr.contract import nonfinite_tasks
+from meltr.contract import concat_task_losses, nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 
@@ -100,6 +100,46 @@ class ReplayBuffer:
         return len(self.batches)
 
 
+class _Batches:
+    """Batches of an iterable, re-iterated when exhausted (a fresh pass, e.g. a new shuffle, each time)."""
+
+    def __init__(self, data: Iterable[Any] | None, name: str) -> None:
+        self.data, self.name = data, name
+        self._iterator: Iterator[Any] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.data is not None
+
+    def next(self) -> Any:
+        if self.data is None:
+            raise ValueError(f"no {self.name} was given")
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.data)
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                raise ValueError(f"{self.name} yielded no batch") from None
+
+
+def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
+    return torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1).double() for g, p in zip(grads, params, strict=True)]
+    )
+
+
+def _unflat(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    out, start = [], 0
+    for p in params:
+        out.append(flat[start : start + p.numel()].view_as(p).to(p.dtype))
+        start += p.numel()
+    return out
+
+
 def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str]:
     """Names of the trainable parameters of ``model`` in the hypergradient scope.
 
@@ -146,6 +186,12 @@ class AuxiliaryLearner:
         fd_scale: relative step of the finite-difference backend.
         track_sensitivity: report the mean ``dM/dl_t`` per task at every step.
         seed: seed of the replay buffer's sampling.
+        reg_batch: the batch the regulariser is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the
+            train-side batch, as the official UniVL and Violet code do).
+        lookahead_every: every this many meta steps, check whether the step helped (see :meth:`lookahead_check`);
+            0 never checks. Each check costs about three training steps.
+        lookahead_data: iterable of held-out batches for the check (re-iterated when exhausted); default: the meta
+            batches of ``meta_data``, else a replayed training batch (then not held out).
         backward: ``backward(loss)`` computes the inner gradients (default ``Tensor.backward``); pass Lightning's
             ``manual_backward`` or ``accelerator.backward`` so that the loop's gradient synchronisation and loss
             scaling happen.
@@ -187,6 +233,9 @@ class AuxiliaryLearner:
         fd_scale: float = 1e-5,
         track_sensitivity: bool = True,
         seed: int = 0,
+        reg_batch: Literal["meta", "train"] = "meta",
+        lookahead_every: int = 0,
+        lookahead_data: Iterable[Any] | None = None,
         backward: Callable[[Tensor], Any] = Tensor.backward,
         grad_scaler: torch.amp.GradScaler | None = None,
         max_grad_norm: float | None = None,
@@ -205,6 +254,10 @@ class AuxiliaryLearner:
             raise ValueError(f"meta_source must be 'replay' or 'split', got {meta_source!r}")
         if meta_source == "split" and meta_data is None:
             raise ValueError("meta_source='split' needs meta_data, an iterable of held-out meta batches")
+        if reg_batch not in ("meta", "train"):
+            raise ValueError(f"reg_batch must be 'meta' or 'train', got {reg_batch!r}")
+        if lookahead_every < 0:
+            raise ValueError(f"lookahead_every must be 0 (never) or positive, got {lookahead_every}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
         BACKENDS.get(backend)  # fail early, with the list of known backends
@@ -219,7 +272,6 @@ class AuxiliaryLearner:
         self.gamma = gamma
         self.meta_source = meta_source
         self.meta_data = meta_data
-        self._meta_iterator: Iterator[Any] | None = None
         self.backward = backward
         self.grad_scaler = grad_scaler
         self.max_grad_norm = max_grad_norm
@@ -229,13 +281,20 @@ class AuxiliaryLearner:
         self.device_type = next(iter(unwrap(model).parameters()), torch.empty(0)).device.type
         sample_device = None if replay_storage == "device" else next(iter(unwrap(model).parameters())).device
         storage = ReplayStorage(replay_storage, sample_device, replay_fetch, replay_index_key)
-        self.replay = ReplayBuffer(replay_size, seed, storage)
         self._group: list[Any] = []  # micro-batches of the optimiser step under way
+        self._meta = _Batches(meta_data, "meta_data")
+        self.replay = ReplayBuffer(replay_size, seed, storage)
         self.direct_term = direct_term
         self.clip_norm = clip_norm
         self.on_nonfinite = on_nonfinite
         self.fd_scale = fd_scale
         self.track_sensitivity = track_sensitivity
+        self.reg_batch = reg_batch
+        self.lookahead_every = lookahead_every
+        self._lookahead = _Batches(lookahead_data if lookahead_data is not None else meta_data, "lookahead_data")
+        self._previous_hypergrad: Tensor | None = None
+        # the check draws its masks from its own stream: turning it on changes nothing else in the run
+        self._lookahead_generator = torch.Generator().manual_seed(seed + 0x10CA)
         self.scope = select_parameters(unwrap(model), hypergrad_scope)
         meta_parameters = combiner.meta_parameters()
         self.meta_enabled = bool(meta_parameters)
@@ -338,6 +397,7 @@ class AuxiliaryLearner:
             reduce=all_reduce_mean,
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
+            reg_batch=self.reg_batch,
         )
         # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md); meta
         # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
@@ -363,6 +423,16 @@ class AuxiliaryLearner:
             self.skipped_meta_steps += 1
             stats.skipped = True
             return stats
+        flat = torch.cat([g.detach().reshape(-1).double() for g in hypergrad])
+        if self._previous_hypergrad is not None:
+            stats.extras["hypergrad_cosine_prev"] = float(
+                torch.nn.functional.cosine_similarity(flat, self._previous_hypergrad, dim=0)
+            )
+        self._previous_hypergrad = flat
+        check = self.lookahead_every > 0 and self.meta_steps % self.lookahead_every == 0
+        if check:
+            held_out = self._lookahead.next() if self._lookahead.available else self.replay.sample()
+            before = {k: v.detach().clone() for k, v in self.combiner.state_dict().items()}
         meta_parameters = self.combiner.meta_parameters()
         self.meta_optimizer.zero_grad(set_to_none=True)
         for p, g in zip(meta_parameters, hypergrad, strict=True):
@@ -372,8 +442,68 @@ class AuxiliaryLearner:
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
         self.combiner.project_()
+        if check:
+            stats.extras.update(self.lookahead_check(train_batch, held_out, before))
         self.meta_steps += 1
         return stats
+
+    def lookahead_check(self, train_batch: Any, held_out: Any, previous_combiner: Mapping[str, Tensor]) -> dict:
+        """Did the last meta step help the primary task on held-out data?
+
+        From the current weights ``w``, the inner step direction ``d(phi) = grad_w M(l(w; x_train); phi)`` is taken
+        with the combiner before (``phi_0``) and after (``phi_1``) the meta step. For each, it reports the cosine
+        between ``-d`` and the primary task's descent direction on the held-out batch, and the primary loss on that
+        batch after a normalised look-ahead step ``w - s ||w|| d / ||d||`` (``s = 1e-3``). Normalising removes the
+        loss scale, which AdamW ignores, so only the combination's direction is compared.
+
+        Returns:
+            ``lookahead/cos_before``, ``lookahead/cos_after``, ``lookahead/loss_before``, ``lookahead/loss_after``
+            and ``lookahead/gain = loss_before - loss_after`` (positive: the meta step helped).
+        """
+        model = unwrap(self.model)
+        names = self.scope
+        named = dict(model.named_parameters())
+        params = [named[n] for n in names]
+        current = {k: v.detach().clone() for k, v in self.combiner.state_dict().items()}
+        was_training = model.training
+        model.eval()  # no dropout: the only difference between the two directions is the combiner
+        try:
+            with torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH):
+                seed = int(torch.randint(0, 2**62, (), generator=self._lookahead_generator))
+                torch.manual_seed(seed)
+                primary = _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
+                grad_primary = _flat(torch.autograd.grad(primary, params, allow_unused=True), params)
+                torch.manual_seed(seed + 1)
+                stacked = _stacked_losses(model, self.combiner, train_batch)
+                directions = {}
+                for label, state in (("before", previous_combiner), ("after", current)):
+                    self.combiner.load_state_dict(state)
+                    loss = self.combiner(stacked)
+                    directions[label] = _flat(
+                        torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params
+                    )
+                norm_w = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
+                out: dict[str, float] = {}
+                for label, direction in directions.items():
+                    out[f"lookahead/cos_{label}"] = float(
+                        torch.nn.functional.cosine_similarity(direction, grad_primary, dim=0)
+                    )
+                    step = 1e-3 * norm_w * direction / direction.norm().clamp_min(1e-30)
+                    with torch.no_grad():
+                        saved = [p.detach().clone() for p in params]
+                        for p, o in zip(params, _unflat(step, params), strict=True):
+                            p.sub_(o)
+                        torch.manual_seed(seed)
+                        out[f"lookahead/loss_{label}"] = float(
+                            _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
+                        )
+                        for p, value in zip(params, saved, strict=True):
+                            p.copy_(value)
+        finally:
+            self.combiner.load_state_dict(current)
+            model.train(was_training)
+        out["lookahead/gain"] = out["lookahead/loss_before"] - out["lookahead/loss_after"]
+        return out
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -438,16 +568,7 @@ class AuxiliaryLearner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _next_meta_batch(self) -> Any:
-        if self._meta_iterator is None:
-            self._meta_iterator = iter(self.meta_data)
-        try:
-            return next(self._meta_iterator)
-        except StopIteration:
-            self._meta_iterator = iter(self.meta_data)
-            try:
-                return next(self._meta_iterator)
-            except StopIteration:
-                raise ValueError("meta_data yielded no batch") from None
+        return self._meta.next()
 
     def _task_means(self, stacked: Tensor) -> dict[str, float]:
         means = stacked.detach().mean(0) if stacked.dim() == 2 else stacked.detach()
@@ -484,6 +605,13 @@ def check_loop_options(
         raise ValueError(f"precision must be '32', 'bf16' or 'fp16', got {precision!r}")
     if precision == "fp16" and grad_scaler is None:
         raise ValueError("precision='fp16' needs grad_scaler=torch.amp.GradScaler(...): fp16 gradients underflow")
+
+
+def _stacked_losses(model: nn.Module, combiner: LossCombiner, batch: Any) -> Tensor:
+    """The stacked task losses of a batch, or of a group of micro-batches (concatenated)."""
+    if isinstance(batch, MicroBatches):
+        return concat_task_losses([combiner.stack(model(part)) for part in batch])
+    return combiner.stack(model(batch))
 
 
 def _plain(record: Any) -> Any:

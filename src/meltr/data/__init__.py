@@ -6,7 +6,7 @@ test splits and ``World.loader(split, batch_size)`` yields batches as dicts of t
 :data:`BATCH_KEYS`).
 """
 
-from meltr.data.config import SPLITS, WorldConfig
+from meltr.data.config import DOWNSTREAM_SPLITS, SPLITS, DownstreamShift, WorldConfig
 from meltr.data.dataset import BATCH_KEYS, WorldDataset, collate
 from meltr.data.language import Annotation, QAPair, scene_facts
 from meltr.data.lexicon import ANSWERS, COLOURS, EVENT_CLASSES, QA_TYPES, SHAPES, SIZES
@@ -18,6 +18,7 @@ __all__ = [
     "ANSWERS",
     "BATCH_KEYS",
     "COLOURS",
+    "DOWNSTREAM_SPLITS",
     "EVENT_CLASSES",
     "QA_TYPES",
     "SHAPES",
@@ -26,6 +27,7 @@ __all__ = [
     "SPLITS",
     "Annotation",
     "Clip",
+    "DownstreamShift",
     "Event",
     "QAPair",
     "Scene",

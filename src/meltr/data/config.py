@@ -12,9 +12,58 @@ from meltr.data.lexicon import SHAPES
 SPLITS: tuple[str, ...] = ("pretrain", "train", "meta", "test")
 """The splits of a world, in the order they are generated."""
 
+DOWNSTREAM_SPLITS: tuple[str, ...] = ("train", "meta", "test")
+"""The splits a :class:`DownstreamShift` applies to (pre-training keeps the world's own distribution)."""
+
+CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "rbg", "grb", "gbr", "brg", "bgr")
+
 
 def _help(text: str, default):
     return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class DownstreamShift:
+    """How the downstream splits (train, meta, test) differ from the pre-training distribution.
+
+    A pre-trained checkpoint has seen only the pretrain split's distribution. Fine-tuning can only gain where the
+    downstream data differs from it, as real downstream data does (another camera, another decoder, other
+    captions). The default is no shift: the downstream splits are drawn from the pre-training distribution.
+    """
+
+    channel_order: str = _help(
+        "Order in which the RGB channels of downstream frames are stored, e.g. 'bgr' (a decoder that writes BGR, "
+        "a camera with another colour response). The scene is unchanged, so every caption stays true and the "
+        "shift is learnable; a model pre-trained on 'rgb' frames misreads the colours.",
+        "rgb",
+    )
+    pixel_noise: float | None = _help("Pixel noise of downstream frames (None: the world's pixel_noise).", None)
+    background_texture: float | None = _help(
+        "Background texture of downstream frames (None: the world's background_texture).", None
+    )
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(
+                f"WorldConfig.downstream.channel_order must be one of {list(CHANNEL_ORDERS)}, "
+                f"got {self.channel_order!r}"
+            )
+        for name in ("pixel_noise", "background_texture"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < float("inf")
+            ):
+                raise ValueError(f"WorldConfig.downstream.{name} must be null or a finite number >= 0, got {value!r}")
+
+    @property
+    def is_identity(self) -> bool:
+        """No shift at all: the downstream splits follow the pre-training distribution."""
+        return self == DownstreamShift()
+
+    @property
+    def channel_index(self) -> list[int]:
+        """Indices that reorder stored RGB channels into this order."""
+        return ["rgb".index(c) for c in self.channel_order]
 
 
 @dataclass(frozen=True)
@@ -58,6 +107,11 @@ class WorldConfig:
         "Splits that misaligned_fraction applies to (meta and test stay clean by default).",
         ("pretrain", "train"),
     )
+    downstream: DownstreamShift = field(
+        default_factory=DownstreamShift,
+        metadata={"help": "How the train / meta / test splits differ from pre-training (a DownstreamShift, or a "
+                  "mapping of its fields)."},
+    )
     text_len: int = _help("Token length of a caption in a batch, [CLS] and [SEP] included.", 32)
     transcript_len: int = _help("Token length of a transcript in a batch, [CLS] and [SEP] included.", 32)
     question_len: int = _help("Token length of a question in a batch, [CLS] and [SEP] included.", 16)
@@ -66,6 +120,14 @@ class WorldConfig:
         def check(name: str, ok: bool, requirement: str) -> None:
             if not ok:
                 raise ValueError(f"WorldConfig.{name} {requirement}, got {getattr(self, name)!r}")
+
+        if isinstance(self.downstream, dict):
+            known = {f.name for f in dataclasses.fields(DownstreamShift)}
+            unknown = sorted(set(self.downstream) - known)
+            if unknown:
+                raise ValueError(f"WorldConfig.downstream: unknown field(s) {unknown}; known: {sorted(known)}")
+            object.__setattr__(self, "downstream", DownstreamShift(**self.downstream))
+        check("downstream", isinstance(self.downstream, DownstreamShift), "must be a DownstreamShift or a mapping")
 
         for name in ("seed", "n_pretrain", "n_train", "n_meta", "n_test"):
             value = getattr(self, name)
@@ -118,6 +180,22 @@ class WorldConfig:
             value = getattr(self, name)
             check(name, isinstance(value, int) and value >= least, f"must be an int >= {least}")
 
+    def render_options(self, split: str) -> dict[str, float]:
+        """Pixel noise and background texture of ``split``'s frames (the downstream shift's, if it sets them)."""
+        shifted = split in DOWNSTREAM_SPLITS
+        options = {"pixel_noise": self.pixel_noise, "background_texture": self.background_texture}
+        for name in options:
+            value = getattr(self.downstream, name)
+            if shifted and value is not None:
+                options[name] = float(value)
+        return options
+
+    def channel_index(self, split: str) -> list[int] | None:
+        """How ``split``'s frames reorder the rendered RGB channels (None: kept as rendered)."""
+        if split in DOWNSTREAM_SPLITS and self.downstream.channel_order != "rgb":
+            return self.downstream.channel_index
+        return None
+
     def split_size(self, split: str) -> int:
         """The number of clips of ``split`` (one of :data:`SPLITS`)."""
         if split not in SPLITS:
@@ -126,10 +204,18 @@ class WorldConfig:
 
     def fingerprint(self) -> str:
         """A short hash of the config, a key for caches of anything derived from the world."""
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
+        values = dataclasses.asdict(self)
+        if self.downstream.is_identity:
+            del values["downstream"]  # worlds without a shift keep the fingerprints they had before shifts existed
+        payload = json.dumps(values, sort_keys=True, default=list)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @staticmethod
     def help() -> dict[str, str]:
         """The help text of every field, by field name."""
         return {f.name: f.metadata["help"] for f in dataclasses.fields(WorldConfig)}
+
+
+def shift_help() -> dict[str, str]:
+    """The help text of every field of :class:`DownstreamShift`, by field name."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(DownstreamShift)}

@@ -256,14 +256,10 @@ def generate_clips(
             np.zeros((0, config.audio_samples), np.float32),
         )
     scenes = [c.scene for c in clips]
-    video = render_videos(
-        scenes,
-        noise_rngs,
-        n_frames=frames,
-        image_size=size,
-        pixel_noise=config.pixel_noise,
-        background_texture=config.background_texture,
-    )
+    video = render_videos(scenes, noise_rngs, n_frames=frames, image_size=size, **config.render_options(split))
+    channels = config.channel_index(split)
+    if channels is not None:
+        video = np.ascontiguousarray(video[:, :, channels])
     audio = render_audio(
         scenes, noise_rngs, n_frames=frames, n_samples=config.audio_samples, audio_noise=config.audio_noise
     )

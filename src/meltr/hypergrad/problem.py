@@ -2,7 +2,8 @@
 
 Notation (MELTR Sec. 4.2): ``w`` the backbone parameters (restricted to a scope), ``phi`` the combiner's
 parameters, ``l(w; x)`` the stacked task losses, ``L_aux(w, phi) = M(l(w; x_train); phi)`` on a train-side batch and
-``L_pri(w, phi) = l_0(w; x_meta) + gamma * L_reg`` on a meta batch with ``L_reg = |M(l) - sum_t l_t|`` (Eq. 6-7). The
+``L_pri(w, phi) = l_0(w; x_meta) + gamma * L_reg`` with ``L_reg = |M(l) - sum_t l_t|`` (Eq. 6-7), the regulariser
+evaluated on the meta batch or, as the official UniVL and Violet code do, on the train-side batch. The
 implicit hypergradient (Eq. 9, with the direct term of the regulariser) is
 
     dL_pri/dphi = d_phi L_pri - grad_w L_pri . H^-1 . grad_phi grad_w L_aux,    H = grad_w^2 L_aux.
@@ -66,6 +67,8 @@ class MetaProblem:
         reduce: averages a list of tensors over processes (identity in a single process).
         lookahead_lr: step size of the inner optimiser, used by the unrolled (ITD) estimator.
         fd_scale: relative step ``||e v|| / ||w||`` of the finite-difference backend.
+        reg_batch: the batch ``L_reg`` is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the train-side
+            batch, as the official code does; it costs one more forward and backward when ``gamma > 0``).
     """
 
     model: nn.Module
@@ -80,9 +83,12 @@ class MetaProblem:
     reduce: Reduce = _no_reduce
     lookahead_lr: float = 1e-3
     fd_scale: float = 1e-5
+    reg_batch: str = "meta"
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.reg_batch not in ("meta", "train"):
+            raise ValueError(f"reg_batch must be 'meta' or 'train', got {self.reg_batch!r}")
         named = dict(self.model.named_parameters())
         missing = [n for n in self.param_names if n not in named]
         if missing:
@@ -137,7 +143,12 @@ class MetaProblem:
         """
         at = self.params if params is None else list(params)
         losses = self.task_losses(self.meta_batch, None if params is None else at)
-        total, primary, reg = primary_objective(self.combiner, losses, self.gamma)
+        if self.reg_batch == "train" and self.gamma > 0:
+            primary, _, _ = primary_objective(self.combiner, losses, 0.0)
+            reg = regulariser(self.combiner, self.task_losses(self.train_batch, None if params is None else at))
+            total = primary + self.gamma * reg
+        else:
+            total, primary, reg = primary_objective(self.combiner, losses, self.gamma)
         self.stats.update(
             primary_loss=float(total.detach()),
             primary_task_loss=float(primary.detach()),

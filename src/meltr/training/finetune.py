@@ -7,7 +7,8 @@ A run directory holds everything a run produced and everything needed to resume 
   statistics); ``epochs.csv`` / ``epochs.json``: one row per epoch (mean training losses, validation metrics);
 - ``last.pt``: the full training state at the end of the last finished epoch (a rerun resumes from it);
 - ``best.pt``: the model and combiner of the epoch with the best validation metric;
-- ``results.json``: the test metrics of the best checkpoint and the wall time;
+- ``results.json``: the test metrics of the best checkpoint (``test``) and of the last epoch (``test_last``), and
+  the wall time;
 - ``plots/curves.png``, ``plots/sensitivity.png``.
 """
 
@@ -64,6 +65,15 @@ class FinetuneConfig:
     meta_every: int = help_field("Inner steps between meta steps.", 3)
     gamma: float = help_field("Regulariser strength in L_pri.", 0.1)
     direct_term: bool = help_field("Include the regulariser's direct d/dphi term (the official code drops it).", True)
+    reg_batch: str = help_field(
+        "Batch the regulariser is evaluated on: meta (with l_0) or train (the train-side batch, as the official code).",
+        "meta",
+    )
+    lookahead_every: int = help_field(
+        "Every this many meta steps, log whether the meta step helped the primary loss on a held-out meta-split "
+        "batch (lookahead/* columns; about three training steps each); 0: never.",
+        0,
+    )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -94,6 +104,8 @@ class FinetuneConfig:
             ("lr", self.lr > 0, "positive"),
             ("meta_lr", self.meta_lr > 0, "positive"),
             ("gamma", self.gamma >= 0, "non-negative"),
+            ("reg_batch", self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
+            ("lookahead_every", self.lookahead_every >= 0, "0 (never) or positive"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -241,6 +253,7 @@ class FinetuneResult:
     best_epoch: int
     seconds: float
     epochs: list[dict[str, Any]]
+    test_last: dict[str, float] | None = None
 
 
 def finetune(
@@ -287,6 +300,9 @@ def finetune(
     meta_data = None
     if config.meta_source == "split":
         meta_data = _Cycle(world, "meta", config.batch_size, config.seed, model.loader_options("train"))
+    lookahead_data = None
+    if config.lookahead_every:
+        lookahead_data = _Cycle(world, "meta", config.batch_size, config.seed + 1, model.loader_options("train"))
     learner = AuxiliaryLearner(
         model,
         combiner,
@@ -301,6 +317,9 @@ def finetune(
         meta_data=meta_data,
         direct_term=config.direct_term,
         seed=config.seed,
+        reg_batch=config.reg_batch,
+        lookahead_every=config.lookahead_every,
+        lookahead_data=lookahead_data,
     )
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
@@ -373,17 +392,29 @@ def finetune(
             log(f"epoch {epoch}: val {model.metric} = {score:.2f} (best {best_score:.2f} at epoch {best_epoch})")
     bar.close()
 
+    # The last epoch's test metrics are reported beside the selected epoch's, so that a noisy selection shows.
+    last_epoch = config.epochs - 1
+    test_last = None
+    if best_epoch != last_epoch:
+        test_last = model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model"])
     combiner.load_state_dict(best["combiner"])
     test = model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
     seconds = elapsed_before + time.perf_counter() - started if start_epoch < config.epochs else elapsed_before
-    results = {"test": test, "best_epoch": best_epoch, "seconds": seconds, "metric": model.metric}
+    results = {
+        "test": test,
+        "best_epoch": best_epoch,
+        "test_last": test if test_last is None else test_last,
+        "last_epoch": last_epoch,
+        "seconds": seconds,
+        "metric": model.metric,
+    }
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     from meltr.analysis.plots import plot_run
 
     plot_run(run_dir, steps, model.tasks)
-    return FinetuneResult(run_dir, test, best_epoch, seconds, epochs)
+    return FinetuneResult(run_dir, test, best_epoch, seconds, epochs, results["test_last"])
 
 
 class _Cycle:
