@@ -54,6 +54,10 @@ def mask_tokens(
     at_least_one: bool = True,
     mask_fraction: float = 0.8,
     random_fraction: float = 0.1,
+    *,
+    mask_id: int = MASK_ID,
+    special_ids: tuple[int, ...] = (PAD_ID, CLS_ID, SEP_ID),
+    first_regular: int = NUM_SPECIAL_TOKENS,
 ) -> tuple[Tensor, Tensor]:
     """BERT's masking: select ``prob`` of the tokens; of those, ``mask_fraction`` become [MASK],
     ``random_fraction`` a random token, the rest stay as they are.
@@ -70,22 +74,25 @@ def mask_tokens(
             :func:`sample_positions`).
         mask_fraction: share of the selected tokens replaced by [MASK].
         random_fraction: share of the selected tokens replaced by a random token.
+        mask_id: the [MASK] id (default the world's; a Hugging Face tokenizer's ``mask_token_id`` otherwise).
+        special_ids: ids never selected (default the world's [PAD], [CLS], [SEP]).
+        first_regular: random tokens are drawn from ``[first_regular, vocab_size)``.
 
     Returns:
         ``(masked_tokens, selected)``: the corrupted ids ``[B, L]`` and the boolean ``[B, L]`` positions whose
         original token is the prediction target.
     """
-    if vocab_size <= NUM_SPECIAL_TOKENS:
-        raise ValueError(f"vocab_size must exceed the {NUM_SPECIAL_TOKENS} special tokens, got {vocab_size}")
-    eligible = (tokens != PAD_ID) & (tokens != CLS_ID) & (tokens != SEP_ID)
+    if vocab_size <= first_regular:
+        raise ValueError(f"vocab_size must exceed the {first_regular} special tokens, got {vocab_size}")
+    eligible = torch.ones_like(tokens, dtype=torch.bool)
+    for special in special_ids:
+        eligible = eligible & (tokens != special)
     if token_mask is not None:
         eligible = eligible & token_mask.bool()
     selected = sample_positions(eligible, prob, generator, at_least_one)
     action = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    random_tokens = torch.randint(
-        NUM_SPECIAL_TOKENS, vocab_size, tokens.shape, generator=generator, device=tokens.device
-    )
-    masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, MASK_ID), tokens)
+    random_tokens = torch.randint(first_regular, vocab_size, tokens.shape, generator=generator, device=tokens.device)
+    masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, mask_id), tokens)
     replace = selected & (action >= mask_fraction) & (action < mask_fraction + random_fraction)
     return torch.where(replace, random_tokens, masked), selected
 
