@@ -502,6 +502,16 @@ def tiny_random_towers(
     raise ValueError(f"unknown tiny tower kind {kind!r}; choose bert+clip, bert+videomae, clip or xclip")
 
 
+def tiny_random_backbone(
+    vocab_size: int, kind: str = "bert+clip", image_size: int = 32, frames: int = 8, seed: int = 0, **options: Any
+) -> HFVideoText:
+    """An :class:`HFVideoText` over :func:`tiny_random_towers` with small heads (``dim=32``), for the world's tiny
+    recipe, the examples and tests; ``options`` are fields of :class:`HFConfig`."""
+    towers = tiny_random_towers(kind, vocab_size, image_size, frames, seed=seed)
+    settings = {"dim": 32, "ff_dim": 64, "num_heads": 2, "mlm": kind.startswith("bert"), **options}
+    return HFVideoText(**towers, config=HFConfig(**settings))
+
+
 __all__ = [
     "OPTIONS_FILE",
     "HFConfig",
@@ -509,6 +519,7 @@ __all__ = [
     "build_hf_backbone",
     "load_pretrained",
     "save_hf_backbone",
+    "tiny_random_backbone",
     "tiny_random_towers",
     "tokenizer_ids",
 ]
