@@ -350,8 +350,9 @@ STATIC = """
 ## Reading the numbers
 
 **Why jvp and finite differences are cheaper.** `L_aux = M(l(w); phi)`, so
-`grad_phi <v, grad_w L_aux> = sum_t c_t grad_phi dM/dl_t` with `c_t = <v, grad_w l_t>` (NOTES.md, "A cheaper exact
-form"). The official algorithm builds the backward graph of the backbone with `create_graph=True` and differentiates
+`grad_phi <v, grad_w L_aux> = sum_t c_t grad_phi dM/dl_t` with `c_t = <v, grad_w l_t>` (an exact form,
+`meltr.hypergrad.backends`). The official algorithm builds the backward graph of the backbone with
+`create_graph=True` and differentiates
 it again: a forward, a backward that records its own graph, and a backward through that graph, all alive at once.
 `jvp` gets every `c_t` (per sample) from one forward-mode pass that keeps no graph, then differentiates the tiny
 combiner twice; `finite_difference` gets them from two no-grad forwards. The forward-mode pass costs about one
@@ -386,7 +387,7 @@ Hessian-based estimators); keep the full scope when the identity/jvp step is che
 the losses divided by the step. These losses bend sharply along the primary gradient (temperature-scaled contrastive
 losses, vocabulary-sized softmaxes), so the first default step `fd_scale = 1e-3` was far outside the linear regime
 (see the step table); `1e-5`, the best step of the sweep here and on the tiny backbones of
-tests/test_backends_agreement.py (NOTES.md measured the same on a smaller model), is now the default. `jvp` has
+tests/test_backends_agreement.py, is now the default. `jvp` has
 no step to tune and is exact to float32 rounding. With Neumann or CG the vector `q` is not the primary gradient and
 the same relative step fares differently; prefer `jvp` there.
 

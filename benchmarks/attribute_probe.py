@@ -5,7 +5,7 @@ the test clips, against the rate of always answering the commonest test label.
     OMP_NUM_THREADS=1 python benchmarks/attribute_probe.py [CHECKPOINT ...] [--train 3000] [--test 1000]
 
 Default checkpoints: every shipped one (src/meltr/assets/checkpoints/). Retrieval needs the captions' words to
-find the clip, so an attribute the embedding does not hold caps text-to-video R@1 (issue 3's design target).
+find the clip, so an attribute the embedding does not hold caps text-to-video R@1.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from meltr.analysis.probe import ATTRIBUTES, caption_mentions, video_attribute_probe
 from meltr.data import make_world
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.pretrain import load_pretrained
+from meltr.training.checkpoint import load_pretrained
 
 
 def _shown(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Why single-stream video-text matching (VTM) stays at chance from a random initialisation (issue 3).
+"""Why single-stream video-text matching (VTM) stays at chance from a random initialisation.
 
     OMP_NUM_THREADS=1 python benchmarks/matching_saddle.py [--steps 400] [--backbones violet allinone]
 
@@ -22,7 +22,7 @@ import torch
 
 from meltr.data import make_world
 from meltr.models.layers import masked_mean
-from meltr.training.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
+from meltr.recipes.pretrain import PretrainConfig, held_out_losses, initial_backbone, pretrain
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ another clip's video (the batch rolled by one), same masks and negatives.
 
     OMP_NUM_THREADS=1 python benchmarks/video_dependence.py [--clips 256]
 
-A loss that is as low with the wrong video as with the right one does not read the video (issue 3).
+A loss that is as low with the wrong video as with the right one does not read the video.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from meltr.data import make_world
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.pretrain import load_pretrained
+from meltr.training.checkpoint import load_pretrained
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 from meltr.combine import COMBINERS, build_combiner
 from meltr.hypergrad import ESTIMATORS
 from meltr.learner import AuxiliaryLearner, NonFiniteLossWarning, select_parameters
-from meltr.toy import TASKS, SharedLinear, ToyProblem, run
+from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem, run
 
 SMALL_MELTR = {"d_model": 16, "mlp_hidden": 8, "ff_dim": 32, "num_heads": 2}
 COMBINER_OPTIONS = {"meltr": SMALL_MELTR, "manual": {"weights": [1.0, 0.5, 0.0]}}
@@ -209,7 +209,7 @@ def test_configuration_errors_name_the_option():
 
 @pytest.mark.parametrize("estimator", ESTIMATORS.names())
 def test_meltr_beats_equal_weights_and_learns_which_task_hurts(estimator):
-    """The helpful / harmful toy problem (meltr.toy): lower primary test loss, harmful task down-weighted."""
+    """The helpful / harmful toy problem (meltr.recipes.toy): lower primary test loss, harmful task down-weighted."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonFiniteLossWarning)
         baseline = run("equal_weight", seed=0)

@@ -16,7 +16,8 @@ def is_distributed() -> bool:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (second-order passes must run on it, NOTES.md)."""
+    """The module inside a DistributedDataParallel wrapper (second-order passes must run on it: DDP's
+    gradient hooks do not support double backward)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -399,7 +399,7 @@ class AuxiliaryLearner:
             fd_scale=self.fd_scale,
             reg_batch=self.reg_batch,
         )
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU (NOTES.md); meta
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
         # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
         # Accelerate's mixed precision wraps the backbone's forward).
         with (

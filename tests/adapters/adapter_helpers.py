@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "models"))
 from backbone_helpers import VOCAB_SIZE, random_batch, tiny
 
 BACKBONE_NAMES = ("univl", "violet", "allinone")

@@ -34,10 +34,14 @@ from meltr.adapters import (
     unmerge_adapter,
 )
 
-OPTIONS = {"msta": {"bottleneck_dim": 4}, "adaptformer": {"bottleneck_dim": 4, "init": "kaiming"}}
+OPTIONS = {
+    "msta": {"bottleneck_dim": 4},
+    "adaptformer": {"bottleneck_dim": 4, "init": "kaiming"},
+    "lora": {"rank": 2, "init": "random"},
+}
 """Small options of every adapter for the battery."""
 
-IDENTITY_INIT = {"msta": {"init": "zero_up"}, "adaptformer": {"init": "zero_up"}}
+IDENTITY_INIT = {"msta": {"init": "zero_up"}, "adaptformer": {"init": "zero_up"}, "lora": {"init": "zero_b"}}
 """Options under which each adapter starts exactly at the frozen backbone."""
 
 CASES = [(adapter, backbone) for adapter in ADAPTERS.names() for backbone in BACKBONE_NAMES]
@@ -48,6 +52,8 @@ def test_every_registered_adapter_is_in_the_battery():
 
 
 def adapted(adapter: str, backbone: str, **options) -> tuple[torch.nn.Module, torch.nn.Module]:
+    if adapter == "lora":
+        pytest.importorskip("peft")  # LoRA is peft's; the optional dependency is in the dev extra
     reference = tiny(backbone)
     model = copy.deepcopy(reference)
     torch.manual_seed(1)

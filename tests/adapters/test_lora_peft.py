@@ -109,7 +109,7 @@ def test_missing_peft_is_an_import_error_that_says_how_to_install(monkeypatch):
 
 def test_importing_meltr_does_not_import_peft():
     code = (
-        "import sys, meltr, meltr.adapters, meltr.adapters.experiment, meltr.cli.adapt\n"
+        "import sys, meltr, meltr.adapters, meltr.recipes.base_to_novel, meltr.cli.adapt\n"
         "assert 'peft' not in sys.modules and 'transformers' not in sys.modules, 'peft imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -8,8 +8,8 @@ import torch
 from backbone_helpers import VOCAB_SIZE, random_batch, random_tokens, tiny
 
 from meltr.models import Vatt, VattConfig, build_backbone, config_help
+from meltr.models.losses import info_nce, mil_nce
 from meltr.models.vatt import drop_tokens
-from meltr.surgery import info_nce, mil_nce
 
 
 def bag_batch(batch_size: int = 4, bag: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:

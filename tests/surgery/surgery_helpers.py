@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from meltr.surgery.losses import info_nce, mil_nce
+from meltr.models.losses import info_nce, mil_nce
 
 
 class LinearLosses(nn.Module):

@@ -9,10 +9,11 @@ peft-like usage::
     task = ConsistencyTask(model, frozen, tokenizer)                    # {backbone tasks} + {"consistency"}
     save_adapter(model, "msta.pt"); load_adapter(fresh_model, "msta.pt")
 
-Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``): ``msta`` and ``adaptformer``
-(a small module of meltr, as peft has none). The LoRA baseline is peft's own (``inject_lora``, an optional
-dependency imported only when called: ``pip install 'meltr[peft]'``). ``meltr.adapters.experiment`` is the
-base-to-novel experiment of the paper (``meltr adapt``).
+Adapters register in :data:`ADAPTERS` (``ADAPTERS.build("msta", model, **config)``): ``msta``, ``adaptformer``
+(a small module of meltr, as peft has none) and ``lora``, peft's own (an optional dependency imported only when
+called: ``pip install 'meltr[peft]'``). They go where the backbone declares (``adapter_sites``,
+:mod:`meltr.adapters.layouts`). ``meltr.recipes.base_to_novel`` is the base-to-novel experiment of "Efficient
+Transfer Learning for Video-language Foundation Models" (``meltr adapt``).
 """
 
 from meltr.adapters.adaptformer import AdaptFormerConfig, AdaptMLP, inject_adaptformer
@@ -23,6 +24,7 @@ from meltr.adapters.base import (
     TrainableParameters,
     adapted_blocks,
     adapter_disabled,
+    adapter_layers,
     adapter_parameter_names,
     adapter_state_dict,
     backbone_state_dict,
@@ -45,6 +47,7 @@ from meltr.adapters.consistency import (
     class_prompts,
     consistency_loss,
 )
+from meltr.adapters.layouts import AdapterSite, TokenLayout, TokenLayouts, adapter_sites
 from meltr.adapters.lora import (
     LORA_ADAPTER_NAME,
     LoRAConfig,
@@ -53,20 +56,10 @@ from meltr.adapters.lora import (
     lora_target_names,
     require_peft,
 )
-from meltr.adapters.msta import (
-    BACKBONE_LAYOUTS,
-    MSTA,
-    BackboneLayout,
-    EncoderSite,
-    MSTAConfig,
-    TokenLayout,
-    inject_msta,
-    msta_config_help,
-)
+from meltr.adapters.msta import MSTA, MSTAConfig, inject_msta, msta_config_help
 
 __all__ = [
     "ADAPTERS",
-    "BACKBONE_LAYOUTS",
     "LORA_ADAPTER_NAME",
     "MSTA",
     "PROMPT_TEMPLATE",
@@ -75,17 +68,19 @@ __all__ = [
     "AdaptMLP",
     "AdaptedBlock",
     "AdapterMergeError",
-    "BackboneLayout",
+    "AdapterSite",
     "ClassDescriptions",
     "ConsistencyTask",
-    "EncoderSite",
     "LoRAConfig",
     "MSTAConfig",
     "TokenLayout",
+    "TokenLayouts",
     "TrainableParameters",
     "adapted_blocks",
     "adapter_disabled",
+    "adapter_layers",
     "adapter_parameter_names",
+    "adapter_sites",
     "adapter_state_dict",
     "backbone_state_dict",
     "class_descriptions",

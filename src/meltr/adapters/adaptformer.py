@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
-from meltr.adapters.msta import BACKBONE_LAYOUTS, _Restore
+from meltr.adapters.layouts import adapted_indices, adapter_sites, check_unadapted, freeze
 from meltr.models.base import help_field
 
 
@@ -98,22 +98,12 @@ class AdaptMLP(nn.Module):
         raise AdapterMergeError("AdaptFormer is never merged (it cannot be), so there is nothing to unmerge")
 
 
-def _adapted_indices(depth: int, first_block: int) -> list[int]:
-    start = first_block + depth if first_block < 0 else first_block
-    if not 0 <= start < depth:
-        raise ValueError(
-            f"AdaptFormerConfig.first_block={first_block} leaves no block to adapt in an encoder of {depth} blocks; "
-            f"use a value in [{-depth}, {depth - 1}]"
-        )
-    return list(range(start, depth))
-
-
 def inject_adaptformer(model: nn.Module, config: AdaptFormerConfig | None = None, **overrides: Any) -> nn.Module:
     """Put an AdaptFormer bottleneck in parallel to the MLP of blocks ``first_block..L-1`` of every encoder of
-    ``model`` (the sites of :data:`~meltr.adapters.BACKBONE_LAYOUTS`) and freeze everything else, in place.
+    ``model`` (the ``adapter_sites`` its class declares) and freeze everything else, in place.
 
     Args:
-        model: a backbone whose class is in :data:`~meltr.adapters.BACKBONE_LAYOUTS` (UniVL, Violet, AllInOne).
+        model: a backbone that declares its ``adapter_sites`` (UniVL, Violet, AllInOne).
         config: the configuration (default :class:`AdaptFormerConfig`).
         **overrides: fields of the configuration to change.
 
@@ -122,29 +112,21 @@ def inject_adaptformer(model: nn.Module, config: AdaptFormerConfig | None = None
 
     Raises:
         ValueError: the model already has an adapter, a field of the config is invalid, or no block is left.
-        KeyError: the backbone class has no layout (the message lists those that have).
+        KeyError: the backbone declares no adapter sites (the message says how to).
     """
     config = dataclasses.replace(config or AdaptFormerConfig(), **overrides)
-    if getattr(model, "adapter_method", None) is not None:
-        raise ValueError(f"the model already has a {model.adapter_method!r} adapter; unload_adapter(model) first")
-    name = type(model).__name__
-    if name not in BACKBONE_LAYOUTS:
-        raise KeyError(
-            f"AdaptFormer does not know where the encoders of {name} are; known: {', '.join(sorted(BACKBONE_LAYOUTS))}"
-        )
+    check_unadapted(model)
     plan = []  # checked in full before the model changes
-    for site in BACKBONE_LAYOUTS[name].sites:
+    for site in adapter_sites(model, "AdaptFormer"):
         stack = model.get_submodule(site.path)
-        plan.append((stack, _adapted_indices(len(stack.blocks), config.first_block)))
-    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
+        plan.append((stack, adapted_indices(len(stack.blocks), config.first_block, "AdaptFormerConfig.first_block")))
+    restore = freeze(model)
     for stack, indices in plan:
         for index in indices:
             block = stack.blocks[index]
             dim = block.mlp_norm.normalized_shape[0]
             block.mlp = AdaptedBlock(block.mlp, AdaptMLP(dim, config.bottleneck_dim, config.init), config.scale)
-    model._adapter_undo = _Restore(requires_grad)
+    model._adapter_undo = restore
     model.adapter_method = "adaptformer"
     model.adapter_config = config
     return model

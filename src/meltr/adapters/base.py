@@ -1,8 +1,9 @@
 """What every adapter shares: the registry, the block wrapper, and the peft-like functions over an adapted model.
 
 An adapter method is injected by wrapping transformer blocks in :class:`AdaptedBlock` (``forward = block(x) +
-scale * adapter(x)``, the parallel form of Eq. (1) of MSTA) and freezing everything else. The functions here work on
-any model so adapted, whatever the method: they find the wrappers, never a method's internals.
+scale * adapter(x)``, the parallel form of Eq. (1) of MSTA) and freezing everything else; LoRA's layers are peft's
+own tuner layers (a wrapped ``base_layer`` and the adapter's weights). The functions here work on any model so
+adapted, whatever the method: they find the wrappers (:func:`adapter_layers`), never a method's internals.
 
 Merging: an adapter may offer ``merge_into(block)`` / ``unmerge_from(block)`` (it must then be exactly linear in the
 block's weights); one that cannot be merged raises :class:`AdapterMergeError` from both, and the model is unchanged.
@@ -62,8 +63,40 @@ def adapted_blocks(model: nn.Module) -> list[tuple[str, AdaptedBlock]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, AdaptedBlock)]
 
 
-def _require_adapted(model: nn.Module) -> list[tuple[str, AdaptedBlock]]:
-    blocks = adapted_blocks(model)
+def _is_tuner_layer(module: nn.Module) -> bool:
+    """A peft tuner layer (LoRA's): it wraps ``get_base_layer()`` and switches with ``enable_adapters``."""
+    return callable(getattr(module, "get_base_layer", None)) and callable(getattr(module, "enable_adapters", None))
+
+
+def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every adapter wrapper of ``model`` with its module name: :class:`AdaptedBlock` s and peft's tuner layers."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, AdaptedBlock) or _is_tuner_layer(m)]
+
+
+def _wrapped(layer: nn.Module) -> tuple[str, nn.Module]:
+    """The original module a wrapper holds and its attribute name."""
+    return ("block", layer.block) if isinstance(layer, AdaptedBlock) else ("base_layer", layer.get_base_layer())
+
+
+def _adapter_parameters(layer: nn.Module) -> list[Tensor]:
+    if isinstance(layer, AdaptedBlock):
+        return list(layer.adapter.parameters())
+    return [p for n, p in layer.named_parameters() if not n.startswith("base_layer.")]
+
+
+def _enabled(layer: nn.Module) -> bool:
+    return layer.adapter_enabled if isinstance(layer, AdaptedBlock) else not layer.disable_adapters
+
+
+def _set_enabled(layer: nn.Module, enabled: bool) -> None:
+    if isinstance(layer, AdaptedBlock):
+        layer.adapter_enabled = enabled
+    else:
+        layer.enable_adapters(enabled)
+
+
+def _require_adapted(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    blocks = adapter_layers(model)
     if not blocks:
         raise ValueError(
             f"{type(model).__name__} has no adapter; inject one first, e.g. inject_msta(model, MSTAConfig())"
@@ -73,7 +106,7 @@ def _require_adapted(model: nn.Module) -> list[tuple[str, AdaptedBlock]]:
 
 def adapter_parameter_names(model: nn.Module) -> list[str]:
     """Names (as in ``model.named_parameters()``, so shared parameters appear once) of the adapters' parameters."""
-    ids = {id(p) for _, block in _require_adapted(model) for p in block.adapter.parameters()}
+    ids = {id(p) for _, layer in _require_adapted(model) for p in _adapter_parameters(layer)}
     return [name for name, p in model.named_parameters() if id(p) in ids]
 
 
@@ -89,7 +122,7 @@ def backbone_state_dict(model: nn.Module) -> dict[str, Tensor]:
     An adapted model's ``backbone_state_dict`` has exactly the keys of the model before injection, so it can be
     compared with, or saved as, a plain backbone checkpoint.
     """
-    wrappers = [name for name, _ in adapted_blocks(model)]
+    wrappers = {name: _wrapped(layer)[0] + "." for name, layer in adapter_layers(model)}
     state = {}
     for key, value in model.state_dict().items():
         owner = next((w for w in wrappers if key.startswith(w + ".")), None)
@@ -97,8 +130,8 @@ def backbone_state_dict(model: nn.Module) -> dict[str, Tensor]:
             state[key] = value
             continue
         rest = key[len(owner) + 1 :]
-        if rest.startswith("block."):
-            state[f"{owner}.{rest[len('block.') :]}"] = value
+        if rest.startswith(wrappers[owner]):
+            state[f"{owner}.{rest[len(wrappers[owner]) :]}"] = value
     return state
 
 
@@ -125,15 +158,15 @@ def trainable_parameters(model: nn.Module) -> TrainableParameters:
 
 def disable_adapter(model: nn.Module) -> nn.Module:
     """Switch every adapter off: the model then computes exactly the frozen backbone's outputs."""
-    for _, block in _require_adapted(model):
-        block.adapter_enabled = False
+    for _, layer in _require_adapted(model):
+        _set_enabled(layer, False)
     return model
 
 
 def enable_adapter(model: nn.Module) -> nn.Module:
     """Switch every adapter back on."""
-    for _, block in _require_adapted(model):
-        block.adapter_enabled = True
+    for _, layer in _require_adapted(model):
+        _set_enabled(layer, True)
     return model
 
 
@@ -141,13 +174,13 @@ def enable_adapter(model: nn.Module) -> nn.Module:
 def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
     """``with adapter_disabled(model): ...`` runs the frozen backbone, then restores each adapter's previous state."""
     blocks = _require_adapted(model)
-    before = [block.adapter_enabled for _, block in blocks]
+    before = [_enabled(layer) for _, layer in blocks]
     disable_adapter(model)
     try:
         yield model
     finally:
-        for (_, block), enabled in zip(blocks, before, strict=True):
-            block.adapter_enabled = enabled
+        for (_, layer), enabled in zip(blocks, before, strict=True):
+            _set_enabled(layer, enabled)
 
 
 def merge_adapter(model: nn.Module) -> nn.Module:
@@ -157,9 +190,11 @@ def merge_adapter(model: nn.Module) -> nn.Module:
         AdapterMergeError: the adapter cannot be merged (MSTA: see :meth:`meltr.adapters.msta.MSTA.merge_into`);
             nothing is changed.
     """
-    blocks = _require_adapted(model)
-    for _, block in blocks:
-        block.adapter.merge_into(block.block)  # an unmergeable adapter raises before any weight changes
+    for _, layer in _require_adapted(model):
+        if isinstance(layer, AdaptedBlock):
+            layer.adapter.merge_into(layer.block)  # an unmergeable adapter raises before any weight changes
+        else:
+            layer.merge()  # peft's LoRA: W <- W + (alpha / r) B A
     return model
 
 
@@ -169,8 +204,11 @@ def unmerge_adapter(model: nn.Module) -> nn.Module:
     Raises:
         AdapterMergeError: the adapter cannot be merged, so there is nothing to unmerge.
     """
-    for _, block in _require_adapted(model):
-        block.adapter.unmerge_from(block.block)
+    for _, layer in _require_adapted(model):
+        if isinstance(layer, AdaptedBlock):
+            layer.adapter.unmerge_from(layer.block)
+        else:
+            layer.unmerge()
     return model
 
 
@@ -244,14 +282,16 @@ def _as_fields(saved: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
 
 def unload_adapter(model: nn.Module) -> nn.Module:
     """Remove every adapter: put the original blocks back and restore ``requires_grad`` as it was before injection."""
-    for name, block in _require_adapted(model):
+    for name, layer in _require_adapted(model):
+        if not isinstance(layer, AdaptedBlock) and layer.merged:
+            layer.unmerge()
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, block.block)
+        setattr(parent, child, _wrapped(layer)[1])
     undo = model.__dict__.pop("_adapter_undo", None)
     if undo is not None:
         undo(model)
-    for attribute in ("adapter_method", "adapter_config"):
+    for attribute in ("adapter_method", "adapter_config", "lora_config", "peft_config"):
         model.__dict__.pop(attribute, None)
     return model
 
@@ -263,6 +303,7 @@ __all__ = [
     "TrainableParameters",
     "adapted_blocks",
     "adapter_disabled",
+    "adapter_layers",
     "adapter_parameter_names",
     "adapter_state_dict",
     "backbone_state_dict",

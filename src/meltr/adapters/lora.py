@@ -17,11 +17,12 @@ import dataclasses
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
-from meltr.adapters.msta import BACKBONE_LAYOUTS
+from meltr.adapters.base import ADAPTERS
+from meltr.adapters.layouts import adapted_indices, adapter_sites, freeze
 from meltr.models.base import help_field
 
 LORA_ADAPTER_NAME = "default"
@@ -58,6 +59,11 @@ class LoRAConfig:
     first_block: int = help_field(
         "Index (0-based, negative counts from the last block) of the first adapted block of each encoder.", 0
     )
+    init: Literal["zero_b", "random"] = help_field(
+        "'zero_b': B = 0, the adapted model starts at the frozen backbone (the paper, peft's default); 'random': A "
+        "and B keep nn.Linear's initialisation (peft: init_lora_weights=False), an adapter that is not zero.",
+        "zero_b",
+    )
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
@@ -67,6 +73,8 @@ class LoRAConfig:
             raise ValueError(f"LoRAConfig.alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRAConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.init not in ("zero_b", "random"):
+            raise ValueError(f"LoRAConfig.init must be 'zero_b' or 'random', got {self.init!r}")
         if not self.target_modules:
             raise ValueError("LoRAConfig.target_modules must name at least one Linear layer of a block")
 
@@ -75,25 +83,15 @@ def lora_target_names(model: nn.Module, config: LoRAConfig) -> list[str]:
     """The full module names LoRA adapts in ``model``: every target of every adapted block of every encoder.
 
     Raises:
-        KeyError: the backbone class has no layout in :data:`~meltr.adapters.BACKBONE_LAYOUTS`.
+        KeyError: the backbone declares no ``adapter_sites``.
         ValueError: a target is not an ``nn.Linear`` of the blocks, or ``first_block`` leaves no block.
     """
     name = type(model).__name__
-    if name not in BACKBONE_LAYOUTS:
-        raise KeyError(
-            f"LoRA does not know where the encoders of {name} are; known: {', '.join(sorted(BACKBONE_LAYOUTS))}"
-        )
     modules = dict(model.named_modules())
     names = []
-    for site in BACKBONE_LAYOUTS[name].sites:
+    for site in adapter_sites(model, "LoRA"):
         depth = len(model.get_submodule(site.path).blocks)
-        start = config.first_block + depth if config.first_block < 0 else config.first_block
-        if not 0 <= start < depth:
-            raise ValueError(
-                f"LoRAConfig.first_block={config.first_block} leaves no block to adapt in {site.path} ({depth} "
-                f"blocks); use a value in [{-depth}, {depth - 1}]"
-            )
-        for index in range(start, depth):
+        for index in adapted_indices(depth, config.first_block, "LoRAConfig.first_block", site.path):
             for target in config.target_modules:
                 full = f"{site.path}.blocks.{index}.{target}"
                 if not isinstance(modules.get(full), nn.Linear):
@@ -110,7 +108,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None, **overrides:
     """Add peft's LoRA to the target Linear layers of ``model``'s encoders, in place; everything else is frozen.
 
     Args:
-        model: a backbone whose class is in :data:`~meltr.adapters.BACKBONE_LAYOUTS`.
+        model: a backbone that declares its ``adapter_sites``.
         config: the configuration (default :class:`LoRAConfig`).
         **overrides: fields of the configuration to change.
 
@@ -133,10 +131,20 @@ def inject_lora(model: nn.Module, config: LoRAConfig | None = None, **overrides:
         lora_dropout=config.dropout,
         target_modules=targets,
         bias="none",
+        init_lora_weights=config.init == "zero_b",
     )
+    restore = freeze(model)  # peft freezes the backbone too; this remembers the flags for unload_adapter
     peft.inject_adapter_in_model(peft_config, model, adapter_name=LORA_ADAPTER_NAME)
-    model.lora_config = config
+    model._adapter_undo = restore
+    model.adapter_method = "lora"
+    model.adapter_config = model.lora_config = config
     return model
+
+
+@ADAPTERS.register("lora")
+def build_lora(model: nn.Module, config: LoRAConfig | None = None, **overrides: Any) -> nn.Module:
+    """Registry entry of LoRA: :func:`inject_lora` (needs peft)."""
+    return inject_lora(model, config, **overrides)
 
 
 def lora_parameter_names(model: nn.Module) -> list[str]:

@@ -13,7 +13,8 @@ linear) and a temporal one, a 3D convolution ``Conv3d(r, d, kernel=(t, 1, 1))`` 
 the bottleneck states (``F`` frames, ``T`` tokens per frame), i.e. a temporal convolution across frames at each
 token position, zero-padded in time.
 
-How the backbones lay out video tokens (:class:`TokenLayout`):
+How the backbones lay out video tokens (:class:`~meltr.models.layout.TokenLayout`, declared by each backbone, see
+:mod:`meltr.adapters.layouts`):
 
 - UniVL: separate encoders; the video encoder sees ``[B, F, d]`` frame tokens (``T = 1``), the text encoder text
   only. Block ``i`` counted from the top of the text encoder shares its bottleneck with block ``i`` counted from
@@ -22,9 +23,8 @@ How the backbones lay out video tokens (:class:`TokenLayout`):
 - All-in-one: one encoder over ``[text; frame token, P patches]`` of each frame, ``[B*F, L + 1 + P, d]``.
 
 In a single-stream encoder both modalities share one block, so one adapter routes the leading text tokens through
-the text branch and the others through the video branch. How many tokens are text is known only to the backbone's
-``_encode(text, text_mask, visual)``: injection shadows that method on the instance with a recorder of the layout
-(:class:`_LayoutRecorder`), which :func:`~meltr.adapters.unload_adapter` removes.
+the text branch and the others through the video branch; it reads how many tokens are text from the layout the
+backbone pushes on its ``token_layouts`` for every call of the encoder.
 
 Initialisation: the paper initialises "all modules in MSTA" with Kaiming initialisation, up-projections included, so
 the adapted model does not start at the frozen one (``init="kaiming"``, the default). ``init="zero_up"`` zeroes the
@@ -35,7 +35,6 @@ but the down- and bottleneck projections get no gradient until the up-projection
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
+from meltr.adapters.layouts import adapted_indices, adapter_sites, check_unadapted, freeze, token_layouts
 from meltr.models.base import help_field
+from meltr.models.layout import TokenLayout, TokenLayouts
 
 MODALITIES: tuple[str, ...] = ("video", "text")
 
@@ -100,100 +101,6 @@ class MSTAConfig:
             raise ValueError(f"MSTAConfig.init must be 'kaiming' or 'zero_up', got {self.init!r}")
 
 
-# -- token layouts -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Which tokens of a block's input ``[N, M, d]`` are text and how the video tokens are arranged.
-
-    Args:
-        text_tokens: the first ``text_tokens`` tokens of every sequence are text, the rest video.
-        frames: frames ``F`` of the video tokens (0 if there are none).
-        frames_in_batch: the sequences are per frame, ``N = B * F`` and ``M - text_tokens = T`` tokens
-            (All-in-one); otherwise ``N = B`` and ``M - text_tokens = F * T``, frame-major.
-    """
-
-    text_tokens: int
-    frames: int = 0
-    frames_in_batch: bool = False
-
-    def video_grid(self, video: Tensor) -> Tensor:
-        """Video tokens ``[N, M', d]`` -> ``[B, F, T, d]``."""
-        count, width, dim = video.shape
-        if self.frames_in_batch:
-            return video.reshape(count // self.frames, self.frames, width, dim)
-        if width % self.frames:
-            raise ValueError(f"{width} video tokens do not split into {self.frames} frames")
-        return video.reshape(count, self.frames, width // self.frames, dim)
-
-
-class _LayoutRouter:
-    """The layout of the single-stream encoder's current call, set by :class:`_LayoutRecorder`."""
-
-    def __init__(self) -> None:
-        self.stack: list[TokenLayout] = []
-
-    def current(self) -> TokenLayout:
-        if not self.stack:
-            raise RuntimeError(
-                "an MSTA adapter of a single-stream encoder ran outside the backbone's _encode, so it does not know "
-                "which tokens are text; call the backbone's forward / encode_* methods"
-            )
-        return self.stack[-1]
-
-
-class _LayoutRecorder:
-    """Shadows ``model._encode(text, text_mask, visual)`` on the instance: records the token layout, then calls the
-    class's ``_encode``."""
-
-    def __init__(self, model: nn.Module, router: _LayoutRouter, describe: Callable[..., TokenLayout]) -> None:
-        self.model, self.router, self.describe = model, router, describe
-
-    def __call__(self, text: Tensor | None, text_mask: Tensor | None, visual: Tensor | None) -> Tensor:
-        self.router.stack.append(self.describe(self.model, text, visual))
-        try:
-            return type(self.model)._encode(self.model, text, text_mask, visual)
-        finally:
-            self.router.stack.pop()
-
-
-def _violet_layout(model: nn.Module, text: Tensor | None, visual: Tensor | None) -> TokenLayout:
-    length = 0 if text is None else text.shape[1]
-    frames = 0 if visual is None else visual.shape[1] // model.patch_embedding.num_patches
-    return TokenLayout(length, frames, frames_in_batch=False)
-
-
-def _allinone_layout(model: nn.Module, text: Tensor | None, visual: Tensor | None) -> TokenLayout:
-    length = 0 if text is None else text.shape[1]
-    frames = 0 if visual is None else visual.shape[1]
-    return TokenLayout(length, frames, frames_in_batch=True)
-
-
-@dataclass(frozen=True)
-class EncoderSite:
-    """A transformer stack MSTA adapts and the modality of its tokens ('text', 'video' or 'mixed')."""
-
-    path: str
-    role: str
-
-
-@dataclass(frozen=True)
-class BackboneLayout:
-    """Where MSTA goes in one backbone class: its sites and, for single-stream encoders, the layout recorder."""
-
-    sites: tuple[EncoderSite, ...]
-    describe: Callable[..., TokenLayout] | None = None
-
-
-BACKBONE_LAYOUTS: dict[str, BackboneLayout] = {
-    "UniVL": BackboneLayout((EncoderSite("video_encoder", "video"), EncoderSite("text_encoder", "text"))),
-    "Violet": BackboneLayout((EncoderSite("encoder", "mixed"),), _violet_layout),
-    "AllInOne": BackboneLayout((EncoderSite("encoder", "mixed"),), _allinone_layout),
-}
-"""MSTA's sites per backbone class name; add an entry to adapt another backbone."""
-
-
 # -- the adapter -------------------------------------------------------------------------------------------------
 
 
@@ -212,7 +119,8 @@ class MSTA(nn.Module):
         bottlenecks: ``{modality: nn.Linear(r, r)}`` for the modalities of ``role`` that are adapted; the same
             module under both keys when shared. Registered as ``bottleneck`` if shared, else
             ``<modality>_bottleneck``.
-        router: the layout of the current call (``mixed`` only).
+        router: the backbone's :class:`~meltr.models.layout.TokenLayouts`, whose ``current()`` is the layout of the
+            call in progress (``mixed`` only).
     """
 
     def __init__(
@@ -221,7 +129,7 @@ class MSTA(nn.Module):
         config: MSTAConfig,
         role: str,
         bottlenecks: dict[str, nn.Linear],
-        router: _LayoutRouter | None = None,
+        router: TokenLayouts | None = None,
     ) -> None:
         super().__init__()
         r = config.bottleneck_dim
@@ -322,37 +230,14 @@ class MSTA(nn.Module):
 # -- injection ---------------------------------------------------------------------------------------------------
 
 
-def _adapted_indices(depth: int, first_block: int) -> list[int]:
-    start = first_block + depth if first_block < 0 else first_block
-    if not 0 <= start < depth:
-        raise ValueError(
-            f"MSTAConfig.first_block={first_block} leaves no block to adapt in an encoder of {depth} blocks; "
-            f"use a value in [{-depth}, {depth - 1}]"
-        )
-    return list(range(start, depth))
-
-
-class _Restore:
-    """Undoes what :func:`inject_msta` did besides wrapping blocks (a class, not a closure, so that an adapted model
-    can still be pickled): drop the layout recorder, restore ``requires_grad``."""
-
-    def __init__(self, requires_grad: dict[str, bool]) -> None:
-        self.requires_grad = requires_grad
-
-    def __call__(self, model: nn.Module) -> None:
-        model.__dict__.pop("_encode", None)
-        for name, p in model.named_parameters():
-            p.requires_grad_(self.requires_grad.get(name, True))
-
-
 def inject_msta(model: nn.Module, config: MSTAConfig | None = None, **overrides: Any) -> nn.Module:
     """Inject MSTA into the video and text encoders of ``model`` (in place) and freeze everything else.
 
-    Blocks ``first_block..L-1`` of every encoder named in :data:`BACKBONE_LAYOUTS` are wrapped in
+    Blocks ``first_block..L-1`` of every encoder the backbone declares (``adapter_sites``) are wrapped in
     :class:`~meltr.adapters.AdaptedBlock`; afterwards exactly the adapters' parameters have ``requires_grad``.
 
     Args:
-        model: a backbone whose class is in :data:`BACKBONE_LAYOUTS` (UniVL, Violet, AllInOne).
+        model: a backbone that declares its ``adapter_sites`` (UniVL, Violet, AllInOne).
         config: the configuration (default :class:`MSTAConfig`).
         **overrides: fields of the configuration to change.
 
@@ -361,27 +246,18 @@ def inject_msta(model: nn.Module, config: MSTAConfig | None = None, **overrides:
 
     Raises:
         ValueError: the model already has an adapter, or no encoder block is left to adapt.
-        KeyError: the backbone class has no layout (the message lists those that have).
+        KeyError: the backbone declares no adapter sites (the message says how to).
     """
     config = dataclasses.replace(config or MSTAConfig(), **overrides)
-    if getattr(model, "adapter_method", None) is not None:
-        raise ValueError(f"the model already has a {model.adapter_method!r} adapter; unload_adapter(model) first")
-    name = type(model).__name__
-    if name not in BACKBONE_LAYOUTS:
-        raise KeyError(
-            f"MSTA does not know where the encoders of {name} are; known: {', '.join(sorted(BACKBONE_LAYOUTS))}. "
-            f"Add BACKBONE_LAYOUTS[{name!r}] = BackboneLayout(sites=(EncoderSite('<path>', 'text'|'video'|'mixed'),))"
-        )
-    layout = BACKBONE_LAYOUTS[name]
+    check_unadapted(model)
+    sites = adapter_sites(model, "MSTA")
+    router = token_layouts(model, "MSTA") if any(site.role == "mixed" for site in sites) else None
     plan = []  # checked in full before the model changes, so that a bad config leaves it untouched
-    for site in layout.sites:
+    for site in sites:
         stack = model.get_submodule(site.path)
-        plan.append((site, stack, _adapted_indices(len(stack.blocks), config.first_block)))
-    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
+        plan.append((site, stack, adapted_indices(len(stack.blocks), config.first_block, "MSTAConfig.first_block")))
+    restore = freeze(model)
 
-    router = _LayoutRouter() if layout.describe is not None else None
     r = config.bottleneck_dim
     # Bottlenecks shared across encoders: the i-th adapted block from the top of each encoder shares one.
     shared_from_top: dict[int, nn.Linear] = {}
@@ -401,10 +277,7 @@ def inject_msta(model: nn.Module, config: MSTAConfig | None = None, **overrides:
             adapter = MSTA(dim, config, site.role, bottlenecks, router)
             stack.blocks[index] = AdaptedBlock(block, adapter, config.scale)
 
-    if layout.describe is not None:
-        model._encode = _LayoutRecorder(model, router, layout.describe)
-
-    model._adapter_undo = _Restore(requires_grad)
+    model._adapter_undo = restore
     model.adapter_method = "msta"
     model.adapter_config = config
     return model
@@ -422,12 +295,8 @@ def msta_config_help() -> dict[str, str]:
 
 
 __all__ = [
-    "BACKBONE_LAYOUTS",
     "MSTA",
-    "BackboneLayout",
-    "EncoderSite",
     "MSTAConfig",
-    "TokenLayout",
     "inject_msta",
     "msta_config_help",
 ]

@@ -2,7 +2,9 @@
 
 - Fig. 3: ``MELTR(l)`` and ``dMELTR/dl_t`` while one input loss sweeps 0 to 3 and the others stay at their
   averages over training;
-- Fig. 4: the per-epoch mean of ``dMELTR/dl_t`` for each task, as logged at every training step.
+- Fig. 4: the per-epoch mean of ``dMELTR/dl_t`` for each task, as logged at every training step;
+- the meta signal (:mod:`meltr.analysis.meta_signal`): whether the meta steps helped the primary task on held-out
+  batches, and how related successive hypergradients were.
 """
 
 from __future__ import annotations
@@ -115,14 +117,44 @@ def analyze_run(run_dir: str | Path) -> list[Path]:
     figure.tight_layout()
     figure.savefig(folder / "fig4.png", dpi=110)
     plt.close(figure)
-    return [folder / n for n in ("fig3.png", "fig3.csv", "fig4.png", "fig4.csv")]
+    return [folder / n for n in ("fig3.png", "fig3.csv", "fig4.png", "fig4.csv")] + write_meta_signal(steps, folder)
+
+
+def write_meta_signal(steps: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """``meta_signal.json`` and ``meta_signal.txt`` (the summary), and ``meta_signal.png`` when anything was logged:
+    the look-ahead gain of each checked meta step and the cosine of successive hypergradients, over steps."""
+    from meltr.analysis.meta_signal import describe, meta_signal
+
+    summary = meta_signal(steps)
+    (folder / "meta_signal.json").write_text(json.dumps(summary, indent=1))
+    (folder / "meta_signal.txt").write_text(describe(summary) + "\n")
+    paths = [folder / "meta_signal.json", folder / "meta_signal.txt"]
+    series = {
+        "look-ahead gain (held-out primary loss before - after)": "meta/lookahead/gain",
+        "cosine of successive hypergradients": "meta/hypergrad_cosine_prev",
+    }
+    if not any(isinstance(r.get(key), int | float) for r in steps for key in series.values()):
+        return paths
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for axis, (title, key) in zip(axes, series.items(), strict=True):
+        points = [(r["step"], r[key]) for r in steps if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        if points:
+            axis.plot(*zip(*points, strict=True), marker=".", linestyle="none", alpha=0.7)
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set(xlabel="step", title=title)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(folder / "meta_signal.png", dpi=110)
+    plt.close(figure)
+    return [*paths, folder / "meta_signal.png"]
 
 
 def _primary(config: dict[str, Any], tasks: tuple[str, ...]) -> str:
-    from meltr.tasks import PRIMARY
-
     if config["task"] == "retrieval":
-        return PRIMARY[config["backbone"]]
+        from meltr.models import build_backbone
+
+        with torch.random.fork_rng(devices=[]):  # a throwaway model only to read what its class declares
+            return build_backbone(config["backbone"], "tiny", vocab_size=64).retrieval_loss
     return {"captioning": "decoder", "qa": "qa", "sentiment": "sentiment"}[config["task"]]
 
 

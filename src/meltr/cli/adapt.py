@@ -1,7 +1,8 @@
-"""``meltr adapt``: the base-to-novel experiment of paper 004 (MSTA) on the synthetic world.
+"""``meltr adapt``: the base-to-novel experiment of "Efficient Transfer Learning for Video-language Foundation Models"
+(MSTA, CVPR 2025) on the synthetic world.
 
 ``meltr adapt --seeds 0 1 2 --markdown docs/adapters.md --csv docs/adapters.csv`` fine-tunes the shipped pre-trained
-backbone with every method of :data:`meltr.adapters.experiment.METHODS` (full fine-tuning, LoRA through peft,
+backbone with every method of :data:`meltr.recipes.base_to_novel.METHODS` (full fine-tuning, LoRA through peft,
 AdaptFormer, MSTA, MSTA + L_CC, MSTA + MELTR, MSTA's ablations) on the base classes and prints base / novel accuracy
 and their harmonic mean, mean ± std over the seeds, with each method's trainable-parameter count.
 """
@@ -12,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from meltr.adapters.experiment import METHODS, BaseToNovelConfig
+from meltr.recipes.base_to_novel import METHODS, BaseToNovelConfig
 
 _DEFAULTS = BaseToNovelConfig()
 
@@ -62,7 +63,7 @@ def rerun_command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment, print the table, write the report files."""
-    from meltr.adapters.experiment import run_base_to_novel, write_markdown
+    from meltr.recipes.base_to_novel import run_base_to_novel, write_markdown
 
     try:
         config = BaseToNovelConfig(

@@ -1,12 +1,12 @@
 """``meltr demo``: the README's main job.
 
 Fine-tunes the shipped pre-trained UniVL-style backbone for text-to-video retrieval on the synthetic world with
-single-task, equal-weight multi-task and MELTR losses (recipe ``configs/demo_retrieval.yaml``), then prints one
+single-task, equal-weight multi-task and MELTR losses (the shipped config ``demo_retrieval``), then prints one
 side-by-side table of R@1 / R@5 / R@10 / MdR on the 1000-clip test split and the wall time of each run. Run
 directories go to ``runs/demo/``; rerunning reuses finished runs.
 
 ``meltr demo --toy`` runs the smallest complete example instead: the helpful / harmful toy problem of
-:mod:`meltr.toy`, in seconds.
+:mod:`meltr.recipes.toy`, in seconds.
 """
 
 from __future__ import annotations
@@ -17,22 +17,53 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo_retrieval.yaml"
-METHODS = ("single_task", "equal_weight", "meltr")
+RECIPE = "demo_retrieval"
+METHODS: dict[str, list[str]] = {
+    "single_task": ["combiner=single_task"],
+    "equal_weight": ["combiner=equal_weight"],
+    "meltr": ["combiner=meltr", "combiner_options.init=residual", "meta_lr=0.01"],
+    "meltr_official_init": ["combiner=meltr", "combiner_options.init=official"],
+}
+"""The demo's methods: recipe overrides of each. ``meltr`` is the default MELTR (residual start); the official
+random start is shown beside it."""
+
+LEARNING_RATES: dict[str, float] = {}
+"""Each method's learning rate, chosen on the validation split by ``meltr demo --lrs ...`` (docs/demo.md);
+a method not listed keeps the recipe's."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the main demo: single-task vs equal-weight vs MELTR, side by side",
+        help="run the main demo: zero-shot vs single-task vs equal-weight vs MELTR, side by side",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--toy", action="store_true", help="run the toy problem instead (seconds)")
     parser.add_argument("--steps", type=int, default=400, help="--toy: training steps per method (default: 400)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="retrieval: run seeds seed .. seed+N-1, each with its own world and training seed, and report "
+        "mean +- std (default: 1)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="retrieval: methods to run"
+    )
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        help="retrieval: tune every method's learning rate over these values on the validation split (the "
+        "same budget for each method) and report the test metrics of the chosen one",
+    )
     parser.add_argument("--all-estimators", action="store_true", help="--toy: MELTR with every estimator")
-    parser.add_argument("--recipe", type=Path, default=RECIPE, help="the retrieval recipe (default: %(default)s)")
+    parser.add_argument(
+        "--recipe", default=RECIPE, help="the retrieval config: a shipped name or a YAML file (default: %(default)s)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe fields, e.g. epochs=1")
     parser.set_defaults(func=run)
 
@@ -41,40 +72,96 @@ def run(args: argparse.Namespace) -> int:
     return run_toy(args) if args.toy else run_retrieval(args)
 
 
+def _stats(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.1f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.1f} +- {std:.1f}"
+
+
 def run_retrieval(args: argparse.Namespace) -> int:
+    import json
     import sys
 
-    from meltr.training.finetune import FinetuneConfig, build_world, finetune
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, build_world, finetune, zero_shot
 
-    rows = []
-    world = None
+    seeds = [args.seed + i for i in range(args.seeds)]
+    results: dict[str, dict[int, dict]] = {"zero_shot": {}}
+    tuning: dict[str, dict[float, list[float]]] = {}
     try:
-        for method in METHODS:
-            config = FinetuneConfig.load(
-                args.recipe,
-                [*args.overrides, f"combiner={method}", f"seed={args.seed}", f"name=demo-{method}-s{args.seed}"],
-            )
-            if world is None:
-                print(f"generating the world ({config.world})...", flush=True)
-                world = build_world(config)
-            result = finetune(config, world=world, log=tqdm.write)
-            rows.append((method, result))
+        recipe = config_path(args.recipe)
+        for seed in seeds:
+            world_seed = [f"world.seed={seed}", f"seed={seed}"]
+            base = FinetuneConfig.load(recipe, [*args.overrides, *world_seed])
+            print(f"seed {seed}: generating the world ({base.world})...", file=sys.stderr, flush=True)
+            world = build_world(base)
+            results["zero_shot"][seed] = {"test": zero_shot(base, world), "seconds": 0.0, "lr": None}
+            for method in args.methods:
+                grid = args.lrs or [LEARNING_RATES.get(method, base.lr)]
+                runs = {}
+                for lr in grid:
+                    config = FinetuneConfig.load(
+                        recipe,
+                        [
+                            *args.overrides,
+                            *world_seed,
+                            *METHODS[method],
+                            f"lr={lr}",
+                            f"name=demo-{method}-lr{lr:g}-s{seed}",
+                        ],
+                    )
+                    result = finetune(config, world=world, log=tqdm.write)
+                    best_val = result.epochs[result.best_epoch]["val/t2v/R@1"]
+                    tuning.setdefault(method, {}).setdefault(lr, []).append(best_val)
+                    runs[lr] = result
+                results.setdefault(method, {})[seed] = runs
     except ValueError as error:
         print(f"meltr demo: {error}", file=sys.stderr)
         return 2
+    # The learning rate of each method: the best mean validation metric over the seeds (never the test split).
+    chosen = {m: max(per_lr, key=lambda lr: sum(per_lr[lr]) / len(per_lr[lr])) for m, per_lr in tuning.items()}
+    rows = {"zero_shot": {s: r["test"] for s, r in results["zero_shot"].items()}}
+    last = {}
+    seconds = {}
+    for method, per_seed in results.items():
+        if method == "zero_shot":
+            continue
+        rows[method] = {s: runs[chosen[method]].test for s, runs in per_seed.items()}
+        last[method] = {s: runs[chosen[method]].test_last for s, runs in per_seed.items()}
+        seconds[method] = [runs[chosen[method]].seconds for runs in per_seed.values()]
+    test_clips = len(world.splits["test"])
     print(
-        f"\nText-to-video retrieval, UniVL-style backbone (pre-trained), synthetic world, "
-        f"{len(world.splits['test'])} test clips, seed {args.seed}\n"
+        f"\nText-to-video retrieval, UniVL-style backbone (pre-trained), synthetic world with a downstream shift, "
+        f"{test_clips} test clips, seeds {seeds} (mean +- std over seeds; epoch and learning rate chosen on the "
+        f"{len(world.splits['meta'])}-clip validation split)\n"
     )
-    header = f"{'method':<14}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'time (s)':>10}"
+    header = f"{'method':<22}{'lr':>9}{'R@1':>14}{'R@5':>14}{'R@10':>14}{'MdR':>14}{'R@1 last ep.':>14}{'time (s)':>10}"
     print(header)
     print("-" * len(header))
-    for method, result in rows:
-        t = result.test
-        print(
-            f"{method:<14}{t['t2v/R@1']:>8.1f}{t['t2v/R@5']:>8.1f}{t['t2v/R@10']:>8.1f}{t['t2v/MdR']:>8.1f}"
-            f"{result.seconds:>10.0f}"
-        )
+    for method, per_seed in rows.items():
+        cells = [_stats([t[f"t2v/{k}"] for t in per_seed.values()]) for k in ("R@1", "R@5", "R@10", "MdR")]
+        lr = f"{chosen[method]:g}" if method in chosen else "-"
+        tail = _stats([t["t2v/R@1"] for t in last[method].values()]) if method in last else "-"
+        time = f"{sum(seconds[method]) / len(seconds[method]):.0f}" if method in seconds else "-"
+        print(f"{method:<22}{lr:>9}" + "".join(f"{c:>14}" for c in cells) + f"{tail:>14}{time:>10}")
+    if args.lrs and len(args.lrs) > 1:
+        print("\nValidation R@1 (mean over seeds) per learning rate:")
+        for method, per_lr in tuning.items():
+            cells = "  ".join(f"{lr:g}: {sum(v) / len(v):.1f}" for lr, v in per_lr.items())
+            print(f"  {method:<22}{cells}")
+    summary = {
+        "seeds": seeds,
+        "chosen_lr": chosen,
+        "test": rows,
+        "test_last": last,
+        "validation": {m: {f"{lr:g}": v for lr, v in per_lr.items()} for m, per_lr in tuning.items()},
+    }
+    out = Path(base.out_root) / "demo-summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1))
+    print(f"\n(written to {out})")
     return 0
 
 
@@ -82,8 +169,8 @@ def run_toy(args: argparse.Namespace) -> int:
     import torch
 
     from meltr.hypergrad import ESTIMATORS
-    from meltr.toy import TASKS
-    from meltr.toy import run as train_toy
+    from meltr.recipes.toy import TASKS
+    from meltr.recipes.toy import run as train_toy
 
     torch.set_num_threads(1)  # the toy's tensors are tiny: threads only add synchronisation
     methods = [("single_task", "-"), ("equal_weight", "-"), ("learned_linear", "identity"), ("meltr", "identity")]
@@ -103,7 +190,7 @@ def run_toy(args: argparse.Namespace) -> int:
         + f"{'time (s)':>10}"
     )
     print(
-        "\nHelpful / harmful toy problem (meltr.toy): primary test loss = ||w - w_true||^2 + noise^2 "
+        "\nHelpful / harmful toy problem (meltr.recipes.toy): primary test loss = ||w - w_true||^2 + noise^2 "
         f"(noise^2 = 0.25), {args.steps} steps, seed {args.seed}\n"
     )
     print(header)

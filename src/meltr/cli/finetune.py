@@ -1,4 +1,4 @@
-"""``meltr finetune --config configs/<recipe>.yaml [key=value ...]``: fine-tune with any combiner, test, plot."""
+"""``meltr finetune --config <shipped name or YAML file> [key=value ...]``: fine-tune with any combiner, test, plot."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a pre-trained backbone on a downstream task with a loss combiner",
         description="Fine-tune a pre-trained backbone on a downstream task of the synthetic world with any loss "
         "combiner and hypergradient estimator, validate each epoch on the meta split, test the best checkpoint. "
-        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.training).",
+        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.recipes.finetune).",
     )
-    parser.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    parser.add_argument(
+        "--config", required=True, help="a shipped config by name (e.g. tiny, demo_retrieval) or a YAML file"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. seed=1 world.n_train=200"
     )
@@ -26,10 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meltr.training.finetune import FinetuneConfig, finetune
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig, finetune
 
     try:
-        config = FinetuneConfig.load(args.config, args.overrides)
+        config = FinetuneConfig.load(config_path(args.config), args.overrides)
         result = finetune(config, progress=not args.quiet, log=tqdm.write)
     except ValueError as error:
         print(f"meltr finetune: {error}", file=sys.stderr)

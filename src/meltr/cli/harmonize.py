@@ -1,11 +1,12 @@
-"""``meltr harmonize``: the gradient-harmonisation experiment of paper 002 (Wu et al., NeurIPS 2022).
+"""``meltr harmonize``: the experiment of "Scaling Multimodal Pre-Training via Cross-Modality Gradient Harmonization"
+(Wu et al., NeurIPS 2022).
 
 ``meltr harmonize [--seeds 0 1 2] [--steps N] [--rows baseline gr ...] [--out docs/harmonize.md]`` pre-trains the
 VATT-style backbone on the synthetic world with a known share of misaligned video-text pairs, once per row of the
 paper's table (VATT, + RW (VA), + RW (VT), + GR, + CL, + Both) and seed, evaluates each (linear probes for video and
 audio classification, zero-shot text-to-video retrieval) and writes the Markdown table, ``<stem>.csv``,
-``<stem>-seeds.csv`` and the gradient-cosine plot ``<stem>-cosine.png`` (see :mod:`meltr.surgery.experiment`).
-``--set key=value`` changes any field of :class:`~meltr.surgery.experiment.HarmonizeConfig`, ``--model key=value`` a
+``<stem>-seeds.csv`` and the gradient-cosine plot ``<stem>-cosine.png`` (see :mod:`meltr.recipes.harmonize`).
+``--set key=value`` changes any field of :class:`~meltr.recipes.harmonize.HarmonizeConfig`, ``--model key=value`` a
 field of the backbone's config and ``--world key=value`` one of the world's.
 """
 
@@ -23,12 +24,12 @@ from meltr._yaml import parse_assignments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``harmonize`` subcommand."""
-    from meltr.surgery.experiment import ROWS, HarmonizeConfig
+    from meltr.recipes.harmonize import ROWS, HarmonizeConfig
 
     defaults = HarmonizeConfig()
     parser = subparsers.add_parser(
         "harmonize",
-        help="gradient realignment and curriculum (paper 002) on the world, in the paper's table",
+        help="gradient realignment and curriculum (Wu et al., NeurIPS 2022) on the world, in the paper's table",
         description="Pre-train the VATT-style backbone on the synthetic world with misaligned video-text pairs as "
         "VATT, + RW (VA), + RW (VT), + GR, + CL and + Both, over several seeds; evaluate video / audio "
         "classification by linear probes and zero-shot text-to-video retrieval; write the table (Markdown, CSV), "
@@ -74,7 +75,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment and write the report."""
-    from meltr.surgery.experiment import HarmonizeConfig, run_harmonize, write_report
+    from meltr.recipes.harmonize import HarmonizeConfig, run_harmonize, write_report
 
     fields = parse_assignments(args.set, "--set", "harmonize")
     own_options = {"seeds", "rows", "model", "world", "steps", "batch_size"}

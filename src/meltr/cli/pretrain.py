@@ -2,7 +2,7 @@
 losses.
 
 ``meltr pretrain --backbone univl --size tiny --steps 200 --out runs/pretrain-univl`` writes
-``runs/pretrain-univl/backbone.pt`` (read it with :func:`meltr.training.pretrain.load_pretrained`) and
+``runs/pretrain-univl/backbone.pt`` (read it with :func:`meltr.training.checkpoint.load_pretrained`) and
 ``history.json`` (the logged losses). ``--set dim=128`` changes a field of the backbone's config,
 ``--world n_pretrain=500`` a field of the world's config.
 """
@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the world, pre-train, save the checkpoint and the loss history."""
     from meltr.data import WorldConfig, make_world
-    from meltr.training.pretrain import PretrainConfig, pretrain, save_pretrained
+    from meltr.recipes.pretrain import PretrainConfig, pretrain
+    from meltr.training.checkpoint import save_pretrained
 
     world_overrides = parse_assignments(args.world, "--world", "pretrain")
     # Only the pretrain split is read; the first clips of a split do not depend on the other splits' sizes.

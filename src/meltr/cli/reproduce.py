@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meltr.reproduce import get_table, run_table, write
+    from meltr.recipes.reproduce import get_table, run_table, write
 
     if args.list:
         for number in range(1, 8):

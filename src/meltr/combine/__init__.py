@@ -2,7 +2,6 @@
 
 from meltr.combine.base import COMBINERS, LossCombiner
 from meltr.combine.linear import (
-    TABLE7_SCHEMES,
     FixedWeights,
     LearnedLinear,
     equal_weight,
@@ -20,7 +19,6 @@ def build_combiner(name: str, tasks, primary_task: str | None = None, **options)
 
 __all__ = [
     "COMBINERS",
-    "TABLE7_SCHEMES",
     "FixedWeights",
     "LearnedLinear",
     "LossCombiner",

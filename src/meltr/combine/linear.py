@@ -9,60 +9,6 @@ from torch import Tensor, nn
 
 from meltr.combine.base import COMBINERS, LossCombiner
 
-# The five manual schemes of Table 7 of MELTR (UniVL-style video captioning, primary task `decoder`).
-TABLE7_SCHEMES: dict[str, dict[str, float]] = {
-    "A": {
-        "joint": 0,
-        "m_joint": 0,
-        "align": 0,
-        "m_align": 0,
-        "cmlm": 0,
-        "cmfm": 0,
-        "decoder": 1,
-        "m_decoder": 0,
-    },
-    "B": {
-        "joint": 0,
-        "m_joint": 0,
-        "align": 0,
-        "m_align": 0,
-        "cmlm": 0,
-        "cmfm": 0,
-        "decoder": 1,
-        "m_decoder": 1,
-    },
-    "C": {
-        "joint": 1,
-        "m_joint": 1,
-        "align": 1,
-        "m_align": 1,
-        "cmlm": 1,
-        "cmfm": 1,
-        "decoder": 1,
-        "m_decoder": 1,
-    },
-    "D": {
-        "joint": 1,
-        "m_joint": 1,
-        "align": 1,
-        "m_align": 1,
-        "cmlm": 1,
-        "cmfm": 0,
-        "decoder": 1,
-        "m_decoder": 1,
-    },
-    "E": {
-        "joint": 1,
-        "m_joint": 1,
-        "align": 1,
-        "m_align": 1,
-        "cmlm": 1,
-        "cmfm": 0,
-        "decoder": 8,
-        "m_decoder": 8,
-    },
-}
-
 
 class FixedWeights(LossCombiner):
     """``M(l) = sum_t c_t l_t`` with fixed coefficients ``c`` (no meta parameters).
@@ -117,15 +63,10 @@ def manual(
     tasks: Sequence[str],
     primary_task: str | None = None,
     weights: Sequence[float] | Mapping[str, float] | None = None,
-    scheme: str | None = None,
 ) -> FixedWeights:
-    """Any manual coefficient vector, or one of Table 7's schemes ``"A"``-``"E"`` by name."""
-    if (weights is None) == (scheme is None):
-        raise ValueError("manual combiner: give exactly one of `weights` or `scheme` (one of A, B, C, D, E)")
-    if scheme is not None:
-        if scheme not in TABLE7_SCHEMES:
-            raise ValueError(f"unknown Table 7 scheme {scheme!r}; choose one of {sorted(TABLE7_SCHEMES)}")
-        weights = TABLE7_SCHEMES[scheme]
+    """Any manual coefficient vector (Table 7's schemes (A)-(E) are in the shipped config ``reproduce/table7``)."""
+    if weights is None:
+        raise ValueError("manual combiner: give `weights`, one coefficient per task or a mapping task -> coefficient")
     return FixedWeights(tasks, weights, primary_task=primary_task)
 
 

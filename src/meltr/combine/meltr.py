@@ -96,7 +96,7 @@ class MetaLossTransformer(LossCombiner):
         dtype = self.head.weight.dtype
         rows = losses.reshape(-1, self.num_tasks, 1).to(dtype)
         tokens = self.scale_embedding(rows) + self.task_embedding(self.task_ids)
-        # The math kernel is the one CPU attention kernel with double-backward and forward-mode AD (NOTES.md);
+        # The math kernel is the one CPU attention kernel with double-backward and forward-mode AD in torch;
         # with T tokens it costs nothing.
         with sdpa_kernel(SDPBackend.MATH):
             encoded = self.encoder(tokens)

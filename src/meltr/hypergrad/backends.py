@@ -4,7 +4,8 @@
 
     grad_phi <v, grad_w L_aux> = sum_t c_t grad_phi g_t(l; phi),    c_t = <v, grad_w l_t>,
 
-with ``c_t`` independent of ``phi`` (NOTES.md, "A cheaper exact form of the mixed term"). Three ways to get it:
+with ``c_t`` independent of ``phi`` (the chain rule through ``g_t``; ``v`` and ``grad_w l_t`` do not depend on ``phi``).
+Three ways to get it:
 
 - ``double_backward``: differentiate ``<v, grad_w L_aux>`` with respect to ``phi`` through the backbone's backward
   graph, the official three-call computation, kept as the reference;

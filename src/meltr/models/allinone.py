@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from meltr.models.base import BACKBONES, check_positive, check_probability, help_field, preset_config, require
 from meltr.models.layers import PatchEmbedding, TextEmbedding, TokenPredictionHead, Transformer, init_weights
+from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import binary_matching_loss, masked_token_loss, symmetric_info_nce
 from meltr.models.masking import mask_tokens, other_samples_of_same_clip, sample_negatives
 
@@ -131,9 +132,13 @@ class AllInOne(nn.Module):
     """
 
     tasks: tuple[str, ...] = ALLINONE_TASKS
+    retrieval_loss = "vtc"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
+    matching_loss = "vtm"  # the loss scored by the cross encoder (match_score)
+    adapter_sites = (AdapterSite("encoder", "mixed"),)
 
     def __init__(self, config: AllInOneConfig | None = None) -> None:
         super().__init__()
+        self.token_layouts = TokenLayouts()
         self.config = c = config or AllInOneConfig()
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
@@ -158,8 +163,16 @@ class AllInOne(nn.Module):
         """The unified transformer; text ``[B, L, d]`` and/or visual ``[B, F, 1 + P, d]`` embeddings.
 
         Returns:
-            ``[B, L + 1 + P, d]``: the states averaged over frames (text alone: ``[B, L, d]``).
+            ``[B, L + 1 + P, d]``: the states averaged over frames (text alone: ``[B, L, d]``). The call's
+            :class:`~meltr.models.layout.TokenLayout` is on ``token_layouts`` meanwhile.
         """
+        layout = TokenLayout(
+            0 if text is None else text.shape[1], 0 if visual is None else visual.shape[1], frames_in_batch=True
+        )
+        with self.token_layouts.push(layout):
+            return self._encode_frames(text, text_mask, visual)
+
+    def _encode_frames(self, text: Tensor | None, text_mask: Tensor | None, visual: Tensor | None) -> Tensor:
         if visual is None:
             return self.encoder(text + self.modality_embedding.weight[0], text_mask)
         size, frames, width, dim = visual.shape

@@ -26,7 +26,7 @@ Losses (``tasks``; the primary task is ``vtc_t2v``), with ``s_ij`` the scaled si
 - ``caption`` (``caption=True``): a transformer decoder head that writes the caption from the video tokens
   (teacher forcing, per-sample mean token cross-entropy).
 
-Attention runs in the ``eager`` implementation, the one with double backward and forward-mode AD (NOTES.md), so
+Attention runs in the ``eager`` implementation, the one with double backward and forward-mode AD in torch, so
 all three hypergradient backends work through these towers.
 """
 

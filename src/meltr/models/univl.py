@@ -36,6 +36,7 @@ from meltr.models.layers import (
     masked_mean,
     patchify,
 )
+from meltr.models.layout import AdapterSite
 from meltr.models.losses import frame_nce, masked_token_loss, pair_matching_loss, symmetric_info_nce
 from meltr.models.masking import (
     CLS_ID,
@@ -247,6 +248,9 @@ class UniVL(nn.Module):
     """
 
     tasks: tuple[str, ...] = UNIVL_TASKS
+    retrieval_loss = "align"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
+    matching_loss = "joint"  # the loss scored by the cross encoder (match_score), as Table 1's UniVL-Joint
+    adapter_sites = (AdapterSite("video_encoder", "video"), AdapterSite("text_encoder", "text"))
 
     def __init__(self, config: UniVLConfig | None = None) -> None:
         super().__init__()

@@ -17,7 +17,7 @@ added to its tokens. An audio token is by default made from the log-magnitude sp
 (``audio_input="spectrum"``, a fixed front-end that spares a tiny model learning a filter bank; the world's events
 sound as tones of given pitches); ``audio_input="waveform"`` is VATT's raw-sample tokeniser.
 
-The losses (Sec. 2 of Wu et al., :mod:`meltr.surgery.losses`): ``cma_va``, NCE between ``S_va`` video and audio
+The losses (Sec. 2 of Wu et al., :mod:`meltr.models.losses`): ``cma_va``, NCE between ``S_va`` video and audio
 embeddings; ``cma_vt``, MIL-NCE between the ``S_vt`` video embedding and a *bag* of ``k`` captions of the clip (batch
 key ``text_bag`` ``[B, K, L]`` with ``text_bag_mask``; without it the bag is the batch's one caption, ``K = 1``).
 Both are per-sample ``[B]``, so the per-sample curriculum of :mod:`meltr.surgery` can read them.
@@ -45,7 +45,7 @@ from meltr.models.layers import (
     masked_mean,
     patchify,
 )
-from meltr.surgery.losses import info_nce, mil_nce
+from meltr.models.losses import info_nce, mil_nce
 
 VATT_TASKS: tuple[str, ...] = ("cma_va", "cma_vt")
 VIDEO_SPACES: tuple[str, ...] = ("vt", "va", "pooled")

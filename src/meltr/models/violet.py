@@ -24,6 +24,7 @@ from meltr.models.layers import (
     init_weights,
     patchify,
 )
+from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import masked_token_loss, pair_matching_loss
 from meltr.models.masking import mask_tokens, sample_negatives, sample_positions
 
@@ -140,9 +141,13 @@ class Violet(nn.Module):
     """
 
     tasks: tuple[str, ...] = VIOLET_TASKS
+    retrieval_loss = "vtm"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
+    matching_loss = "vtm"  # the loss scored by the cross encoder (match_score)
+    adapter_sites = (AdapterSite("encoder", "mixed"),)
 
     def __init__(self, config: VioletConfig | None = None) -> None:
         super().__init__()
+        self.token_layouts = TokenLayouts()
         self.config = c = config or VioletConfig()
         self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
         self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
@@ -161,7 +166,12 @@ class Violet(nn.Module):
         return batch["video"].to(self.visual_mask_token.dtype)
 
     def _encode(self, text: Tensor | None, text_mask: Tensor | None, visual: Tensor | None) -> Tensor:
-        """The transformer over ``[text; visual]`` embeddings (either may be None) -> ``[B, L + N, d]``."""
+        """The transformer over ``[text; visual]`` embeddings (either may be None) -> ``[B, L + N, d]``; the call's
+        :class:`~meltr.models.layout.TokenLayout` is on ``token_layouts`` meanwhile."""
+        layout = TokenLayout(
+            0 if text is None else text.shape[1],
+            0 if visual is None else visual.shape[1] // self.patch_embedding.num_patches,
+        )
         parts, masks = [], []
         if text is not None:
             parts.append(text + self.modality_embedding.weight[0])
@@ -169,7 +179,8 @@ class Violet(nn.Module):
         if visual is not None:
             parts.append(visual + self.modality_embedding.weight[1])
             masks.append(torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device))
-        return self.encoder(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
+        with self.token_layouts.push(layout):
+            return self.encoder(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
 
     def forward(self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"vtm", "mlm", "mvm"}`` per-sample losses ``[B]``.

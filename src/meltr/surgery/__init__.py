@@ -32,7 +32,6 @@ from meltr.surgery.driver import (
     task_gradients,
     write_gradients,
 )
-from meltr.surgery.losses import info_nce, mil_nce
 from meltr.surgery.realign import (
     Realign,
     realign_coefficients,
@@ -57,8 +56,6 @@ __all__ = [
     "build_surgery",
     "cosine_matrix",
     "curriculum_select",
-    "info_nce",
-    "mil_nce",
     "pairwise_alignment",
     "realign_coefficients",
     "realign_gradients",

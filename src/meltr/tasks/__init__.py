@@ -3,6 +3,6 @@
 from meltr.tasks.base import TASKS, TaskModel, build_task
 from meltr.tasks.captioning import Captioning
 from meltr.tasks.heads import QuestionAnswering, Sentiment
-from meltr.tasks.retrieval import PRIMARY, Retrieval
+from meltr.tasks.retrieval import Retrieval
 
-__all__ = ["PRIMARY", "TASKS", "Captioning", "QuestionAnswering", "Retrieval", "Sentiment", "TaskModel", "build_task"]
+__all__ = ["TASKS", "Captioning", "QuestionAnswering", "Retrieval", "Sentiment", "TaskModel", "build_task"]

@@ -9,16 +9,12 @@ import torch
 from meltr.metrics import retrieval_metrics
 from meltr.tasks.base import TASKS, TaskModel
 
-# The primary loss per backbone, as the paper (Sec. 5): Align for UniVL, VTM for Violet, VTC for All-in-one.
-PRIMARY = {"univl": "align", "violet": "vtm", "allinone": "vtc"}
-# Matching losses scored by the cross encoder: a retrieval model fine-tuned on one ranks with ``match_score``
-# (Table 1's UniVL-Joint).
-PAIRWISE_PRIMARY = {"univl": "joint", "violet": "vtm", "allinone": "vtm"}
-
 
 @TASKS.register("retrieval")
 class Retrieval(TaskModel):
-    """Text-to-video retrieval. No head: the primary loss is one of the backbone's pretext losses.
+    """Text-to-video retrieval. No head: the primary loss is one of the backbone's pretext losses, by default the
+    one its class declares as ``retrieval_loss`` (as the paper, Sec. 5: Align for UniVL, VTM for Violet, VTC for
+    All-in-one).
 
     Scoring at test time: ``dual`` ranks by the cosine of ``encode_text`` and ``encode_video`` (UniVL's Align,
     All-in-one's VTC); ``pairwise`` ranks by the cross-encoder's matching logit ``match_score`` over every (text,
@@ -27,10 +23,10 @@ class Retrieval(TaskModel):
     Args:
         backbone: the backbone.
         backbone_name: ``univl``, ``violet`` or ``allinone``.
-        scoring: ``dual`` or ``pairwise`` (default: ``pairwise`` when the primary loss is a matching loss, as
-            Violet's VTM or UniVL's Joint, else ``dual``).
-        primary: the primary loss (default: :data:`PRIMARY`'s); any of the backbone's tasks, e.g. ``joint`` for
-            Table 1's UniVL-Joint.
+        scoring: ``dual`` or ``pairwise`` (default: ``pairwise`` when the primary loss is the one the backbone's
+            cross encoder scores, its ``matching_loss``, as Violet's VTM or UniVL's Joint; else ``dual``).
+        primary: the primary loss (default: the backbone's ``retrieval_loss``); any of the backbone's tasks, e.g.
+            ``joint`` for Table 1's UniVL-Joint.
     """
 
     name = "retrieval"
@@ -38,17 +34,19 @@ class Retrieval(TaskModel):
 
     def __init__(self, backbone, backbone_name: str, scoring: str | None = None, primary: str | None = None) -> None:
         super().__init__(backbone, backbone_name)
-        if primary is None and backbone_name not in PRIMARY:
+        declared = getattr(backbone, "retrieval_loss", None)
+        if primary is None and declared is None:
             raise ValueError(
-                f"retrieval: no primary loss known for backbone {backbone_name!r}; known: {sorted(PRIMARY)}"
+                f"retrieval: backbone {backbone_name!r} declares no retrieval_loss; pass primary= (one of "
+                f"{list(self.tasks)}) or set retrieval_loss on its class"
             )
-        self.primary_task = primary or PRIMARY[backbone_name]
+        self.primary_task = primary or declared
         if self.primary_task not in self.tasks:
             raise ValueError(
                 f"retrieval: primary {self.primary_task!r} is not a task of {backbone_name}; choose from "
                 f"{list(self.tasks)}"
             )
-        pairwise = self.primary_task == PAIRWISE_PRIMARY.get(backbone_name)
+        pairwise = self.primary_task == getattr(backbone, "matching_loss", None)
         self.scoring = scoring or ("pairwise" if pairwise else "dual")
         if self.scoring not in ("dual", "pairwise"):
             raise ValueError(f"retrieval: scoring must be 'dual' or 'pairwise', got {self.scoring!r}")

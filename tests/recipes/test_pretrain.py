@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
@@ -11,15 +10,13 @@ import torch
 data = pytest.importorskip("meltr.data")
 
 from meltr.cli.main import main  # noqa: E402
-from meltr.training.pretrain import (  # noqa: E402
+from meltr.recipes.pretrain import (  # noqa: E402
     PretrainConfig,
     held_out_losses,
     initial_backbone,
-    learning_rate_factor,
-    load_pretrained,
     pretrain,
-    save_pretrained,
 )
+from meltr.training.checkpoint import load_pretrained, save_pretrained  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +42,6 @@ def test_pretraining_lowers_the_summed_pretext_losses_and_round_trips(world, tmp
     torch.manual_seed(0)
     got = loaded(batch)
     assert all(torch.equal(expected[t], got[t]) for t in loaded.tasks)
-
-
-def test_the_schedule_warms_up_then_decays_to_a_tenth():
-    factors = [learning_rate_factor(step, 4, 20) for step in range(21)]
-    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert factors[4] == pytest.approx(1.0) and factors[20] == pytest.approx(0.1)
-    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
 
 
 def test_bad_recipes_fail_with_the_fix(world):

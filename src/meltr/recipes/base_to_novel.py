@@ -36,18 +36,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from meltr.adapters.adaptformer import AdaptFormerConfig, inject_adaptformer
 from meltr.adapters.base import TrainableParameters, trainable_parameters
-from meltr.adapters.consistency import PROMPT_TEMPLATE, class_descriptions, class_name, consistency_loss
+from meltr.adapters.consistency import PROMPT_TEMPLATE, class_name
 from meltr.adapters.lora import LoRAConfig, inject_lora
 from meltr.adapters.msta import MSTAConfig, inject_msta
 from meltr.data.lexicon import EVENT_CLASSES
 from meltr.models.base import help_field
-from meltr.models.losses import symmetric_info_nce
+from meltr.tasks.prompts import PromptClassification, prompt_accuracy
 
 CAPTION_CLASS_WORDS: dict[str, str] = {
     "move_left": "moves left",
@@ -345,96 +344,10 @@ def write_markdown(result: BaseToNovelResult, path: str | Path, command: str) ->
         _, _, tail = rest.partition(REPORT_END)
         text = head + report + tail
     else:
-        text = "# Base-to-novel generalisation with adapters (paper 004)\n\n" + report + "\n"
+        text = "# Base-to-novel generalisation with adapters\n\n" + report + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-# -- the task --------------------------------------------------------------------------------------------------------
-
-
-def _tokens(tokenizer, texts: Sequence[str], max_len: int = 16) -> dict[str, Tensor]:
-    ids = torch.as_tensor(tokenizer.encode_batch(list(texts), max_len))
-    return {"text": ids, "text_mask": ids != tokenizer.pad_id}
-
-
-class PromptClassification(nn.Module):
-    """CLIP-style classification over class prompts as a model of the backbone contract.
-
-    ``forward(batch)`` gives (only the tasks asked for):
-
-    - ``"classification"`` ``[B]``: ``CE(cos(v_i, w_c) / temperature, y_i)`` over the training classes' prompts;
-    - ``"consistency"`` (scalar): ``L_CC`` of the same prompt embeddings ``w_c`` against the frozen backbone's
-      spatial and temporal descriptions of the classes (:func:`~meltr.adapters.consistency_loss`);
-    - ``"align"`` ``[B]``: the pretext loss Align, symmetric InfoNCE of the clips' captions and videos.
-
-    Args:
-        backbone: the (adapted) backbone; ``encode_text`` / ``encode_video`` give unit-norm embeddings.
-        tokenizer: the world's tokenizer.
-        classes: the classes of ``batch["label"]`` that are scored (labels are indices in EVENT_CLASSES).
-        prompts: one prompt per class.
-        tasks: which of the three losses ``forward`` returns.
-        temperature: the logit temperature.
-        frozen: the pre-trained backbone, needed for ``"consistency"`` (its description embeddings are computed
-            once, here, and kept as buffers; the module itself is not kept).
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        tokenizer,
-        classes: Sequence[str],
-        prompts: Sequence[str],
-        tasks: Sequence[str] = ("classification",),
-        temperature: float = 0.05,
-        frozen: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        unknown = [t for t in tasks if t not in ("classification", "consistency", "align")]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose among classification, consistency, align")
-        self.backbone = backbone
-        self.tasks = tuple(tasks)
-        self.temperature = temperature
-        prompt_tokens = _tokens(tokenizer, prompts)
-        self.register_buffer("prompt_tokens", prompt_tokens["text"], persistent=False)
-        self.register_buffer("prompt_mask", prompt_tokens["text_mask"], persistent=False)
-        index = torch.full((len(EVENT_CLASSES),), -1, dtype=torch.int64)
-        index[[EVENT_CLASSES.index(c) for c in classes]] = torch.arange(len(classes))
-        self.register_buffer("class_index", index, persistent=False)
-        if "consistency" in self.tasks:
-            if frozen is None:
-                raise ValueError("the consistency task needs frozen=, the pre-trained backbone")
-            descriptions = class_descriptions(classes)
-            was_training = frozen.training
-            frozen.eval()
-            with torch.no_grad():
-                for kind in ("spatial", "temporal"):
-                    embeddings = frozen.encode_text(_tokens(tokenizer, [getattr(d, kind) for d in descriptions]))
-                    self.register_buffer(f"{kind}_embeddings", embeddings.clone(), persistent=False)
-            frozen.train(was_training)
-
-    def prompt_embeddings(self) -> Tensor:
-        """``[C, d]`` the backbone's embeddings ``w_c`` of the class prompts."""
-        return self.backbone.encode_text({"text": self.prompt_tokens, "text_mask": self.prompt_mask})
-
-    def logits(self, video_embeddings: Tensor, prompt_embeddings: Tensor) -> Tensor:
-        return video_embeddings @ prompt_embeddings.t() / self.temperature
-
-    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        labels = self.class_index[batch["label"]]
-        if bool((labels < 0).any()):
-            raise ValueError("the batch holds clips of classes this task does not score")
-        video = self.backbone.encode_video(batch)
-        prompts = self.prompt_embeddings()
-        losses = {"classification": F.cross_entropy(self.logits(video, prompts), labels, reduction="none")}
-        if "consistency" in self.tasks:
-            losses["consistency"] = consistency_loss(prompts, self.spatial_embeddings, self.temporal_embeddings)
-        if "align" in self.tasks:
-            text = self.backbone.encode_text(batch)
-            losses["align"] = symmetric_info_nce(text @ video.t() / self.temperature)
-        return {task: losses[task] for task in self.tasks}
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
@@ -482,22 +395,6 @@ def training_batches(world, indices: Sequence[int], batch_size: int, seed: int) 
         epoch += 1
 
 
-@torch.no_grad()
-def accuracy(backbone: nn.Module, tokenizer, videos: Tensor, labels: Tensor, classes: Sequence[str], prompts) -> float:
-    """Percent of the clips ``videos`` (whose labels are among ``classes``) whose nearest prompt is their class's."""
-    was_training = backbone.training
-    backbone.eval()
-    targets = torch.tensor([EVENT_CLASSES.index(c) for c in classes])
-    keep = torch.isin(labels, targets)
-    if not bool(keep.any()):
-        raise ValueError(f"no test clip of the classes {list(classes)}; raise test_clips")
-    text = backbone.encode_text(_tokens(tokenizer, prompts))
-    video = torch.cat([backbone.encode_video({"video": chunk}) for chunk in videos[keep].split(200)])
-    predicted = targets[(video @ text.t()).argmax(1)]
-    backbone.train(was_training)
-    return 100.0 * float((predicted == labels[keep]).float().mean())
-
-
 # -- methods ---------------------------------------------------------------------------------------------------------
 
 
@@ -542,7 +439,7 @@ def _combiner(method: Method, config: BaseToNovelConfig):
 def load_backbone(config: BaseToNovelConfig, vocab_size: int) -> nn.Module:
     """The pre-trained backbone the experiment starts from (in eval mode; dropout is 0 in every shipped one)."""
     from meltr.models import pretrained_path
-    from meltr.training.pretrain import load_pretrained
+    from meltr.training.checkpoint import load_pretrained
 
     path = pretrained_path(config.backbone) if config.checkpoint == "pretrained" else Path(config.checkpoint)
     if not Path(path).exists():
@@ -601,8 +498,8 @@ def run_method(
             advance(1)
         final_loss = statistics.fmean(tail)
     videos, labels = test
-    base_accuracy = accuracy(backbone, world.tokenizer, videos, labels, base, config.prompts(base))
-    novel_accuracy = accuracy(backbone, world.tokenizer, videos, labels, novel, config.prompts(novel))
+    base_accuracy = prompt_accuracy(backbone, world.tokenizer, videos, labels, base, config.prompts(base))
+    novel_accuracy = prompt_accuracy(backbone, world.tokenizer, videos, labels, novel, config.prompts(novel))
     return SeedResult(
         method=method_name,
         seed=seed,
@@ -673,9 +570,7 @@ __all__ = [
     "BaseToNovelResult",
     "Method",
     "MethodResult",
-    "PromptClassification",
     "SeedResult",
-    "accuracy",
     "adapt",
     "harmonic_mean",
     "load_backbone",

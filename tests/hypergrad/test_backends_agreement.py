@@ -13,21 +13,15 @@ depends on it, and the last tests show that it fails without it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from backbone_helpers import VOCAB_SIZE, random_batch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr.combine import MetaLossTransformer
 from meltr.hypergrad import BACKENDS, MetaProblem
 from meltr.hypergrad.backends import double_backward, finite_difference, jvp
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from backbone_helpers import VOCAB_SIZE, random_batch
-
 from meltr.models import BACKBONES, build_backbone
 
 TOLERANCE = {"jvp": 1e-5, "finite_difference": 1e-3}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from meltr.analysis.probe import (
     ATTRIBUTES,
     caption_mentions,
+    fit_linear_probe,
     fit_logistic,
     linear_probe,
     subject_attributes,
+    topk_accuracy,
     video_attribute_probe,
 )
 from meltr.data import make_world
@@ -75,3 +78,16 @@ def test_caption_mentions_count_the_captions_that_name_each_attribute():
     naming_shape = [facts for facts in captions if any(f[0] == "shape" for f in facts)]
     assert shares["shape"] == len(naming_shape) / len(captions)
     assert 0 < shares["shape"] < 1 and shares["event"] == 1.0  # every caption says what happens
+
+
+def test_the_linear_probe_separates_separable_classes():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 6, generator=generator) * 5
+    labels = torch.arange(4).repeat(25)
+    features = centres[labels] + torch.randn(100, 6, generator=generator) * 0.3
+    probe = fit_linear_probe(features, labels, 4)
+    assert topk_accuracy(probe.logits(features), labels, 1) == 100.0
+    assert topk_accuracy(torch.eye(3), torch.tensor([0, 0, 0]), 1) == pytest.approx(100 / 3)
+    assert topk_accuracy(torch.eye(3), torch.tensor([0, 0, 0]), 5) == 100.0
+    with pytest.raises(ValueError, match="class indices"):
+        fit_linear_probe(features, labels + 4, 4)

@@ -1,4 +1,4 @@
-"""The gradient-harmonisation experiment (meltr.surgery.experiment, ``meltr harmonize``) on a tiny world: the scores of
+"""The gradient-harmonisation experiment (meltr.recipes.harmonize, ``meltr harmonize``) on a tiny world: the scores of
 the curriculum against hand-built examples and against the world's record, the pipeline's outputs, determinism, the
 linear probe, and the CLI."""
 
@@ -14,26 +14,21 @@ import torch
 
 from meltr.cli.main import main
 from meltr.combine import FixedWeights
-from meltr.surgery import Curriculum, Realign, RealignCurriculum
-from meltr.surgery.experiment import (
+from meltr.recipes.harmonize import (
     DROP_METRICS,
     INIT_ROW,
     LABELS,
     METRICS,
     ROWS,
     HarmonizeConfig,
-    alignment_auc,
     caption_bags,
-    clip_drop_scores,
     drop_metrics,
-    drop_precision_recall,
-    fit_linear_probe,
     pretrain_row,
     row_method,
     run_harmonize,
-    topk_accuracy,
     write_report,
 )
+from meltr.surgery import Curriculum, Realign, RealignCurriculum
 
 TINY = {
     "steps": 3,
@@ -55,50 +50,6 @@ def world():
 
 
 # ------------------------------------------------------------------------------- precision / recall by hand
-
-
-def test_precision_and_recall_of_a_hand_built_drop_set():
-    dropped = np.array([True, True, False, False, True, False, False])
-    misaligned = np.array([True, False, True, False, True, False, False])
-    scores = drop_precision_recall(dropped, misaligned)
-    assert (scores.true_positives, scores.dropped, scores.misaligned, scores.total) == (2, 3, 3, 7)
-    assert scores.precision == pytest.approx(2 / 3) and scores.recall == pytest.approx(2 / 3)
-    assert scores.base_rate == pytest.approx(3 / 7)
-    perfect = drop_precision_recall(misaligned, misaligned)
-    assert perfect.precision == perfect.recall == 1.0
-    nothing = drop_precision_recall(np.zeros(7, dtype=bool), misaligned)
-    assert math.isnan(nothing.precision) and nothing.recall == 0.0
-    clean = drop_precision_recall(dropped, np.zeros(7, dtype=bool))
-    assert clean.precision == 0.0 and math.isnan(clean.recall)
-
-
-def test_clip_level_scores_count_majority_drops_against_the_whole_record():
-    # clip 0 dropped 2/2 times, clip 1 1/2 (not a majority), clip 2 0/1, clip 3 2/3; clip 4 never shown.
-    clip_ids = np.array([0, 0, 1, 1, 2, 3, 3, 3])
-    dropped = np.array([True, True, True, False, False, True, True, False])
-    record = np.array([True, False, False, False, True])  # misaligned: clips 0 and 4
-    scores = clip_drop_scores(clip_ids, dropped, record)
-    assert (scores.dropped, scores.true_positives, scores.misaligned, scores.total) == (2, 1, 2, 5)
-    assert scores.precision == 0.5 and scores.recall == 0.5
-
-
-def test_the_indicator_auc_of_a_hand_built_example():
-    # aligned 0.3, 0.1 vs misaligned 0.2, 0.1: pairs won 1, 1, 0 and one tie (1/2) -> 2.5 / 4
-    alignment = np.array([0.3, 0.2, 0.1, 0.1])
-    misaligned = np.array([False, True, False, True])
-    assert alignment_auc(alignment, misaligned) == pytest.approx(0.625)
-    assert alignment_auc(np.array([1.0, 2.0, 3.0]), np.array([True, False, False])) == 1.0
-    assert alignment_auc(np.array([1.0, 2.0, 3.0]), np.array([False, True, True])) == 0.0
-    assert math.isnan(alignment_auc(alignment, np.zeros(4, dtype=bool)))
-
-
-def test_bad_masks_are_refused():
-    with pytest.raises(ValueError, match="one shape"):
-        drop_precision_recall(np.zeros(3, dtype=bool), np.zeros(4, dtype=bool))
-    with pytest.raises(ValueError, match="boolean"):
-        drop_precision_recall(np.zeros(3), np.zeros(3, dtype=bool))
-    with pytest.raises(ValueError, match="index the record"):
-        clip_drop_scores(np.array([5]), np.array([True]), np.zeros(3, dtype=bool))
 
 
 # -------------------------------------------------------------------------------------- the pipeline's parts
@@ -152,19 +103,6 @@ def test_caption_bags_hold_the_served_captions(world):
         assert bag <= set(split.clips[split.text_source[clip]].annotation.captions)
     again, _ = caption_bags(split, clip_ids, 3, torch.Generator().manual_seed(0))
     assert torch.equal(ids, again)
-
-
-def test_the_linear_probe_separates_separable_classes():
-    generator = torch.Generator().manual_seed(0)
-    centres = torch.randn(4, 6, generator=generator) * 5
-    labels = torch.arange(4).repeat(25)
-    features = centres[labels] + torch.randn(100, 6, generator=generator) * 0.3
-    probe = fit_linear_probe(features, labels, 4)
-    assert topk_accuracy(probe.logits(features), labels, 1) == 100.0
-    assert topk_accuracy(torch.eye(3), torch.tensor([0, 0, 0]), 1) == pytest.approx(100 / 3)
-    assert topk_accuracy(torch.eye(3), torch.tensor([0, 0, 0]), 5) == 100.0
-    with pytest.raises(ValueError, match="class indices"):
-        fit_linear_probe(features, labels + 4, 4)
 
 
 # --------------------------------------------------------------------------------------------- the real runs

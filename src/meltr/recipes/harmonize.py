@@ -1,4 +1,5 @@
-"""The gradient-harmonisation experiment of Wu et al. (NeurIPS 2022, paper 002) on the synthetic world.
+"""The experiment of "Scaling Multimodal Pre-Training via Cross-Modality Gradient Harmonization" (Wu et al.,
+NeurIPS 2022) on the synthetic world.
 
 The VATT-style backbone (:mod:`meltr.models.vatt`) is pre-trained on the world's pretrain split, a known fraction of
 whose video-text pairs is misaligned (``WorldConfig.misaligned_fraction``; the world records which), once per row of
@@ -27,17 +28,14 @@ classification by a linear probe (multinomial logistic regression on the frozen 
 transformer, fit on the train split's event labels, scored on the test split; Top-1 / Top-5), and zero-shot
 text-to-video retrieval on the test split (caption 0 of each clip queries every clip; R@1/5/10 and the median rank,
 :func:`meltr.metrics.retrieval_metrics`). The curriculum's dropped samples are scored against the world's record of
-misaligned pairs (:func:`drop_precision_recall`), and ``cos(g_va, g_vt)`` is recorded at every step.
+misaligned pairs (:func:`meltr.metrics.drops.drop_precision_recall`), and ``cos(g_va, g_vt)`` is recorded at every step.
 
 Cost. The per-sample curriculum needs per-sample gradients; with in-batch negatives each sample's loss depends on
 the whole batch, so the exact per-sample gradient over every parameter costs one backward pass through the whole
 batch per sample and task (``2B`` passes a step, about 15-25x a plain step at ``B = 32`` on a CPU). The experiment
 therefore takes the per-sample gradients that CL *reads* over a parameter scope (``alignment_scope``, by default the
 projection heads, where the two losses meet on the video's embedding), while the batch gradients, GR and every
-*update* use all parameters. ``alignment_scope=()`` gives the exact, every-parameter per-sample gradients. (In a
-pilot with an earlier configuration, 4x4x2 tubelets, the two scopes separated misaligned from aligned samples about
-equally well, AUC by third of training 0.54-0.59 over the heads and 0.51-0.57 over every parameter, the heads at a
-15th of the cost.)
+*update* use all parameters. ``alignment_scope=()`` gives the exact, every-parameter per-sample gradients.
 
 Choices made for the tiny scale (:data:`DEFAULT_WORLD`, :data:`DEFAULT_MODEL`) and CL's threshold: in a pilot run
 with nothing dropped, ``cos(g_va,i, g_vt,i)`` over the heads had its 5% quantile near -0.15 to -0.2 and its 25%
@@ -60,13 +58,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from meltr.analysis.probe import fit_linear_probe, topk_accuracy
 from meltr.combine import FixedWeights
 from meltr.data import EVENT_CLASSES, World, WorldConfig, WorldSplit, make_world
 from meltr.metrics import retrieval_metrics
+from meltr.metrics.drops import alignment_auc, clip_drop_scores, drop_precision_recall
 from meltr.models import SIZES, build_backbone
 from meltr.models.base import help_field
 from meltr.models.vatt import VATT_TASKS, VattConfig
@@ -74,7 +73,7 @@ from meltr.surgery.base import GradientSurgery, PlainSum, TaskGradients, cosine_
 from meltr.surgery.curriculum import MEASURES, SCHEDULES, Curriculum, GammaSchedule, RealignCurriculum
 from meltr.surgery.driver import ParameterLayout, task_gradients, write_gradients
 from meltr.surgery.realign import Realign
-from meltr.training.pretrain import learning_rate_factor
+from meltr.training.schedule import learning_rate_factor
 
 ROWS: dict[str, str] = {
     "baseline": "VATT",
@@ -449,61 +448,6 @@ def pretrain_row(
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-@dataclass(frozen=True)
-class LinearProbe:
-    """A linear classifier on standardised features: ``logits = ((x - mean) / scale) W + b``."""
-
-    mean: Tensor
-    scale: Tensor
-    weight: Tensor
-    bias: Tensor
-
-    def logits(self, features: Tensor) -> Tensor:
-        x = (features.to(self.weight.dtype) - self.mean) / self.scale
-        return x @ self.weight + self.bias
-
-
-def fit_linear_probe(
-    features: Tensor, labels: Tensor, num_classes: int, l2: float = 1e-3, iterations: int = 100
-) -> LinearProbe:
-    """Multinomial logistic regression, ``min_{W,b} CE(x W + b, y) + l2 |W|^2`` by full-batch L-BFGS in float64.
-
-    Args:
-        features: ``[N, d]``.
-        labels: ``[N]`` class indices in ``[0, num_classes)``.
-        num_classes: number of classes.
-        l2: the penalty on ``W`` (features are standardised with the training mean and std first).
-        iterations: L-BFGS iterations.
-    """
-    if features.dim() != 2 or labels.shape != features.shape[:1]:
-        raise ValueError(f"expected features [N, d] and labels [N], got {tuple(features.shape)}, {tuple(labels.shape)}")
-    if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(f"labels must be non-empty class indices in [0, {num_classes})")
-    x = features.detach().double()
-    mean, scale = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-8)
-    x = (x - mean) / scale
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=iterations, tolerance_grad=1e-10, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, labels) + l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return LinearProbe(mean, scale, weight.detach(), bias.detach())
-
-
-def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
-    """Percentage of rows whose label is among the ``k`` largest logits."""
-    k = min(k, logits.shape[1])
-    return 100.0 * float((logits.topk(k, dim=1).indices == labels[:, None]).any(1).double().mean())
-
-
 @torch.no_grad()
 def embed(model: nn.Module, world: World, split: str, batch_size: int = 250) -> dict[str, Tensor]:
     """Frozen embeddings of every clip of ``split``: pooled video and audio features (probes), ``S_vt`` video and
@@ -536,94 +480,6 @@ def evaluate_backbone(model: nn.Module, world: World, config: HarmonizeConfig) -
 
 
 # ---------------------------------------------------------------------------------- the curriculum vs the truth
-
-
-@dataclass(frozen=True)
-class DropScores:
-    """How well a set of dropped samples matches the misaligned ones.
-
-    Attributes:
-        precision: ``|dropped & misaligned| / |dropped|`` (NaN when nothing was dropped).
-        recall: ``|dropped & misaligned| / |misaligned|`` (NaN when nothing is misaligned).
-        dropped: ``|dropped|``.
-        misaligned: ``|misaligned|``.
-        true_positives: ``|dropped & misaligned|``.
-        total: how many samples were judged.
-    """
-
-    precision: float
-    recall: float
-    dropped: int
-    misaligned: int
-    true_positives: int
-    total: int
-
-    @property
-    def base_rate(self) -> float:
-        """``|misaligned| / total``: the expected precision of dropping samples at random."""
-        return self.misaligned / self.total if self.total else math.nan
-
-
-def drop_precision_recall(dropped: np.ndarray | Sequence[bool], misaligned: np.ndarray | Sequence[bool]) -> DropScores:
-    """Precision and recall of ``dropped`` against ``misaligned``, two boolean masks over the same samples."""
-    dropped, misaligned = np.asarray(dropped), np.asarray(misaligned)
-    if dropped.shape != misaligned.shape or dropped.ndim != 1:
-        raise ValueError(
-            f"dropped and misaligned must be 1-D masks of one shape, got {dropped.shape}, {misaligned.shape}"
-        )
-    if dropped.dtype != np.bool_ or misaligned.dtype != np.bool_:
-        raise ValueError(f"dropped and misaligned must be boolean, got {dropped.dtype}, {misaligned.dtype}")
-    hits = int((dropped & misaligned).sum())
-    n_dropped, n_misaligned = int(dropped.sum()), int(misaligned.sum())
-    return DropScores(
-        precision=hits / n_dropped if n_dropped else math.nan,
-        recall=hits / n_misaligned if n_misaligned else math.nan,
-        dropped=n_dropped,
-        misaligned=n_misaligned,
-        true_positives=hits,
-        total=int(dropped.size),
-    )
-
-
-def clip_drop_scores(clip_ids: np.ndarray, dropped: np.ndarray, misaligned_record: np.ndarray) -> DropScores:
-    """Clip-level scores: a clip counts as dropped when the curriculum dropped it in more than half of the steps that
-    showed it; judged against the world's record over *every* clip of the split (a clip never shown is not
-    dropped).
-
-    Args:
-        clip_ids: ``[E]`` the clip of each (step, sample) event.
-        dropped: ``[E]`` booleans, whether that event was dropped.
-        misaligned_record: ``[N]`` booleans, the world's record (``WorldSplit.misaligned``).
-    """
-    clip_ids, dropped = np.asarray(clip_ids), np.asarray(dropped)
-    record = np.asarray(misaligned_record)
-    if clip_ids.shape != dropped.shape:
-        raise ValueError(f"clip_ids and dropped must have one shape, got {clip_ids.shape}, {dropped.shape}")
-    if clip_ids.size and (clip_ids.min() < 0 or clip_ids.max() >= record.size):
-        raise ValueError(f"clip_ids must index the record of {record.size} clips")
-    shown = np.bincount(clip_ids, minlength=record.size)
-    times_dropped = np.bincount(clip_ids, weights=dropped.astype(np.float64), minlength=record.size)
-    return drop_precision_recall(times_dropped > shown / 2, record.astype(bool))
-
-
-def alignment_auc(alignment: np.ndarray, misaligned: np.ndarray) -> float:
-    """How well an alignment score ranks aligned samples above misaligned ones, whatever the threshold: the
-    probability that a random aligned sample scores higher than a random misaligned one, ties counting half (the
-    area under the ROC curve of ``-alignment`` as a detector of misalignment; 0.5 = no better than chance).
-    NaN when either group is empty."""
-    alignment, misaligned = np.asarray(alignment, dtype=np.float64), np.asarray(misaligned, dtype=bool)
-    if alignment.shape != misaligned.shape or alignment.ndim != 1:
-        raise ValueError(
-            f"alignment and misaligned must be 1-D of one shape, got {alignment.shape}, {misaligned.shape}"
-        )
-    n_misaligned = int(misaligned.sum())
-    n_aligned = misaligned.size - n_misaligned
-    if n_aligned == 0 or n_misaligned == 0:
-        return math.nan
-    _, inverse, counts = np.unique(alignment, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based ranks, ties averaged (Mann-Whitney)
-    wins = ranks[~misaligned].sum() - n_aligned * (n_aligned + 1) / 2.0
-    return float(wins / (n_aligned * n_misaligned))
 
 
 def drop_metrics(samples: dict[str, np.ndarray], misaligned_record: np.ndarray) -> dict[str, float]:
@@ -839,7 +695,7 @@ def markdown_report(result: HarmonizeResult, command: str, figure: str, csv_name
     seeds = ", ".join(map(str, config.seeds))
     n_test = result.world_config.n_test
     lines = [
-        "# Gradient harmonisation on the synthetic world (paper 002)",
+        "# Gradient harmonisation on the synthetic world",
         "",
         "Cross-modality gradient realignment (GR) and gradient-based curriculum learning (CL) of Wu et al. (NeurIPS "
         "2022) with the VATT-style backbone (`meltr.models.vatt`) on the synthetic world, in the layout of the "
@@ -852,7 +708,7 @@ def markdown_report(result: HarmonizeResult, command: str, figure: str, csv_name
         f"in {result.seconds:.0f} s wall and {result.cpu_seconds:.0f} s of CPU time ({trained_runs} pre-training runs, "
         f"world generation and evaluation included; torch on {torch.get_num_threads()} thread(s); the wall time is "
         "longer than the CPU time when the cores are shared with other jobs). Everything below is what that run "
-        "produced; `meltr.surgery.experiment` documents the method.",
+        "produced; `meltr.recipes.harmonize` documents the method.",
         "",
         "## Setup",
         "",
@@ -991,19 +847,13 @@ __all__ = [
     "LABELS",
     "METRICS",
     "ROWS",
-    "DropScores",
     "HarmonizeConfig",
     "HarmonizeResult",
-    "LinearProbe",
     "RunRecord",
-    "alignment_auc",
     "caption_bags",
-    "clip_drop_scores",
     "drop_metrics",
-    "drop_precision_recall",
     "embed",
     "evaluate_backbone",
-    "fit_linear_probe",
     "initial_backbone",
     "markdown_report",
     "plot_cosines",
@@ -1012,7 +862,6 @@ __all__ = [
     "run_harmonize",
     "scope_parameters",
     "scoped_task_gradients",
-    "topk_accuracy",
     "write_csv",
     "write_report",
     "write_seed_csv",

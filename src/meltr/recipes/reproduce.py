@@ -1,11 +1,12 @@
 """MELTR's Tables 1-7 in miniature on the synthetic world (``meltr reproduce <table>``).
 
-Each table is a list of rows, each row a set of recipe overrides on one shared miniature recipe; every row runs
-for every seed through :func:`meltr.training.finetune.finetune` (run directories under
+Each table is a shipped config, ``reproduce/table<N>.yaml`` (:func:`load_table`): its title, columns and rows, each
+row a set of recipe overrides on one shared miniature recipe, ``reproduce/miniature.yaml``; every row runs for every
+seed through :func:`meltr.recipes.finetune.finetune` (run directories under
 ``runs/reproduce/table<N>/``; a finished run with the same recipe is reused), and the table prints mean +- std
 over the seeds in the paper's layout, as Markdown and CSV.
 
-The miniature recipe (``MINIATURE``) starts every run from the shipped pre-trained checkpoint and fine-tunes for a
+The miniature recipe (:data:`MINIATURE`) starts every run from the shipped pre-trained checkpoint and fine-tunes for a
 fixed, small budget decided before any result was seen; ``--set key=value`` changes it for every run of a table.
 Where the paper uses two datasets for one task (YouCook2 and MSRVTT), the second is a world of another seed.
 """
@@ -13,6 +14,7 @@ Where the paper uses two datasets for one task (YouCook2 and MSRVTT), the second
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -20,19 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The shared miniature recipe: pre-trained backbone, small world, three epochs, the paper's MELTR settings.
-MINIATURE: dict[str, Any] = {
-    "checkpoint": "pretrained",
-    "lr": 2e-4,
-    "epochs": 3,
-    "batch_size": 32,
-    "meta_every": 3,
-    "gamma": 0.1,
-    "hypergrad": "identity",
-    "backend": "jvp",
-    "world": {"n_train": 480, "n_meta": 96, "n_test": 300, "seed": 0},
-}
-SECOND_DATASET = {"world": {"seed": 1}}  # MSRVTT's stand-in: the same kind of world, other clips
+from meltr._yaml import load as yaml_load
+from meltr.recipes import config_path
+
+MINIATURE_CONFIG = "reproduce/miniature"
+"""The shipped config every run of every table starts from (a :class:`FinetuneConfig` recipe)."""
+MINIATURE: dict[str, Any] = yaml_load(config_path(MINIATURE_CONFIG).read_text())
+"""Its fields: the pre-trained backbone, a small world, three epochs, the paper's MELTR settings."""
 
 
 @dataclass(frozen=True)
@@ -62,145 +58,59 @@ class Table:
     note: str = ""
 
 
-RETRIEVAL = (
-    Column("t2v/R@1", "R@1"),
-    Column("t2v/R@5", "R@5"),
-    Column("t2v/R@10", "R@10"),
-    Column("t2v/MdR", "MedR", higher_is_better=False),
-)
-CAPTIONING = (
-    Column("BLEU-3", "BLEU-3", digits=2),
-    Column("BLEU-4", "BLEU-4", digits=2),
-    Column("METEOR", "METEOR", digits=2),
-    Column("ROUGE-L", "ROUGE-L", digits=2),
-    Column("CIDEr", "CIDEr", digits=1, scale=100.0),
-)
-SINGLE = {"combiner": "single_task"}
-MELTR = {"combiner": "meltr"}
-UNIVL, VIOLET, ALLINONE = {"backbone": "univl"}, {"backbone": "violet"}, {"backbone": "allinone"}
-JOINT = {"task_options": {"primary": "joint"}}
-PAIRWISE_EVAL = {"eval_clips": 100, "val_clips": 64}  # one joint pass per (text, video) pair
-TRANSCRIPT = {"backbone_options": {"caption_from_transcript": True}}
-TABLE7_TASKS = ("joint", "m_joint", "align", "m_align", "cmlm", "cmfm", "decoder", "m_decoder")
+def load_table(number: int) -> Table:
+    """Table ``number`` from its shipped config ``reproduce/table<number>.yaml``.
+
+    Raises:
+        ValueError: the file has a field that is not a table's, a column's or a row's (names the file and field).
+    """
+    path = config_path(f"reproduce/table{number}")
+    values = yaml_load(path.read_text())
+    fields = {f.name for f in dataclasses.fields(Table)} - {"number"}
+    _check_fields(values, fields, str(path))
+    try:
+        columns = []
+        for column in values.pop("columns"):
+            _check_fields(column, {f.name for f in dataclasses.fields(Column)}, f"{path}: columns")
+            columns.append(Column(**column))
+        rows = []
+        for row in values.pop("rows"):
+            _check_fields(row, {f.name for f in dataclasses.fields(Row)}, f"{path}: rows")
+            extra = {header: _cell_text(value) for header, value in row.pop("extra", {}).items()}
+            rows.append(Row(extra=extra, **row))
+        extra_headers = tuple(values.pop("extra_headers", ()))
+        return Table(number, columns=tuple(columns), rows=tuple(rows), extra_headers=extra_headers, **values)
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: a table needs title, columns and rows; each row a label ({error})") from None
 
 
-def _table7_rows() -> tuple[Row, ...]:
-    from meltr.combine.linear import TABLE7_SCHEMES
-
-    rows = []
-    for scheme in "ABCDE":
-        weights = TABLE7_SCHEMES[scheme]
-        cells = {task: f"{weights.get(task, 0.0):g}" for task in TABLE7_TASKS}
-        rows.append(Row(f"({scheme})", {"combiner": "manual", "combiner_options": {"scheme": scheme}}, cells))
-    rows.append(Row("MELTR", MELTR, dict.fromkeys(TABLE7_TASKS, "adaptive")))
-    return tuple(rows)
+def _check_fields(values: Any, fields: set[str], source: str) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: expected a mapping of field: value, got {values!r}")
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
 
 
-def _tables() -> dict[int, Table]:
-    return {
-        1: Table(
-            1,
-            "Text-to-video retrieval (YouCook2 in miniature), UniVL-style backbone",
-            RETRIEVAL,
-            (
-                Row("UniVL-Joint", {**SINGLE, **JOINT, **PAIRWISE_EVAL}),
-                Row("UniVL-Align", SINGLE),
-                Row("UniVL + MELTR-", {**MELTR, "gamma": 0.0}),
-                Row("UniVL + MELTR", MELTR),
-            ),
-            base=UNIVL,
-            note="MELTR- drops the regulariser (gamma = 0). UniVL-Joint ranks with the cross encoder on "
-            f"{PAIRWISE_EVAL['eval_clips']} test clips (one joint pass per pair); the other rows use every test clip.",
-        ),
-        2: Table(
-            2,
-            "Text-to-video retrieval (MSRVTT in miniature), three backbones",
-            RETRIEVAL,
-            (
-                Row("UniVL-Joint", {**UNIVL, **SINGLE, **JOINT, **PAIRWISE_EVAL}),
-                Row("UniVL-Align", {**UNIVL, **SINGLE}),
-                Row("UniVL + MELTR", {**UNIVL, **MELTR}),
-                Row("Violet", {**VIOLET, **SINGLE, **PAIRWISE_EVAL}),
-                Row("Violet + MELTR", {**VIOLET, **MELTR, **PAIRWISE_EVAL}),
-                Row("All-in-one", {**ALLINONE, **SINGLE}),
-                Row("All-in-one + MELTR", {**ALLINONE, **MELTR}),
-            ),
-            base=SECOND_DATASET,
-            note="Primary losses: Align (UniVL), VTM (Violet), VTC (All-in-one). Rows ranked by the cross encoder "
-            f"(UniVL-Joint, Violet) use {PAIRWISE_EVAL['eval_clips']} test clips. One world stands for both "
-            "MSRVTT splits.",
-        ),
-        3: Table(
-            3,
-            "Video question answering (TGIF-QA and MSVD-QA in miniature), Violet-style backbone",
-            (
-                Column("accuracy/action", "Action"),
-                Column("accuracy/transition", "Transition"),
-                Column("accuracy/frame", "FrameQA"),
-                Column("accuracy/open", "MSVD-QA"),
-            ),
-            (Row("Violet", SINGLE), Row("Violet + MELTR", MELTR)),
-            base={**VIOLET, "task": "qa"},
-            note="One model answers the four question types (the paper trains one per dataset); accuracy in %.",
-        ),
-        4: Table(
-            4,
-            "Video captioning (YouCook2 in miniature), UniVL-style backbone",
-            CAPTIONING,
-            (
-                Row("UniVL", SINGLE, {"Modality": "V"}),
-                Row("UniVL + MELTR", MELTR, {"Modality": "V"}),
-                Row("UniVL", {**SINGLE, **TRANSCRIPT}, {"Modality": "V+T"}),
-                Row("UniVL + MELTR", {**MELTR, **TRANSCRIPT}, {"Modality": "V+T"}),
-            ),
-            base={**UNIVL, "task": "captioning"},
-            extra_headers=("Modality",),
-            note="V: the decoder sees the video; V+T: the video and the transcript. CIDEr x 100 as the paper.",
-        ),
-        5: Table(
-            5,
-            "Video captioning (MSRVTT in miniature), UniVL-style backbone",
-            CAPTIONING,
-            (Row("UniVL", SINGLE, {"Modality": "V"}), Row("UniVL + MELTR", MELTR, {"Modality": "V"})),
-            base={**UNIVL, "task": "captioning", **SECOND_DATASET},
-            extra_headers=("Modality",),
-            note="CIDEr x 100 as the paper.",
-        ),
-        6: Table(
-            6,
-            "Multimodal sentiment analysis (CMU-MOSI in miniature), UniVL-style backbone",
-            (
-                Column("BA", "BA"),
-                Column("F1", "F1"),
-                Column("MAE", "MAE", higher_is_better=False, digits=3),
-                Column("corr", "Corr", digits=3),
-            ),
-            (Row("UniVL", SINGLE), Row("UniVL + MELTR", MELTR)),
-            base={**UNIVL, "task": "sentiment"},
-            note="BA and F1 with the CMU-MOSI convention (non-negative vs negative), in %.",
-        ),
-        7: Table(
-            7,
-            "Manual multi-task schemes against MELTR: video captioning (YouCook2 V+T in miniature), UniVL-style",
-            (*CAPTIONING[:4], Column("CIDEr", "CIDEr", digits=2)),
-            _table7_rows(),
-            base={**UNIVL, "task": "captioning", **TRANSCRIPT},
-            extra_headers=TABLE7_TASKS,
-            note="Coefficients of each task loss; (A)-(E) as the paper. CIDEr as the scorer returns it, as Table 7.",
-        ),
-    }
+def _cell_text(value: Any) -> str:
+    """A fixed cell as the table prints it (a coefficient as ``:g``: 1, 0.5, 8)."""
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 TABLES: dict[int, Table] = {}
+NUMBERS = range(1, 8)
 
 
 def get_table(number: int | str) -> Table:
-    if not TABLES:
-        TABLES.update(_tables())
     try:
-        return TABLES[int(str(number).removeprefix("table"))]
-    except (KeyError, ValueError):
-        raise ValueError(f"reproduce: unknown table {number!r}; choose from 1-{len(_tables())}") from None
+        key = int(str(number).removeprefix("table"))
+    except ValueError:
+        key = -1
+    if key not in NUMBERS:
+        raise ValueError(f"reproduce: unknown table {number!r}; choose from 1-{NUMBERS[-1]}")
+    if key not in TABLES:
+        TABLES[key] = load_table(key)
+    return TABLES[key]
 
 
 def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -214,7 +124,7 @@ def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> None:
 
 def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequence[str] = ()):
     """The :class:`FinetuneConfig` of one row and seed: miniature recipe, table base, row, ``settings``."""
-    from meltr.training.finetune import FinetuneConfig, apply_overrides
+    from meltr.recipes.finetune import FinetuneConfig, apply_overrides
 
     values: dict[str, Any] = json.loads(json.dumps(MINIATURE))  # a deep copy
     slug = row.label.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
@@ -229,8 +139,7 @@ def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequ
 
 def _finished(config) -> dict[str, float] | None:
     """The test scores of a finished run of exactly this recipe, or None."""
-    from meltr._yaml import load as yaml_load
-    from meltr.training.finetune import starting_point
+    from meltr.recipes.finetune import starting_point
 
     run_dir = config.run_dir
     try:
@@ -254,7 +163,7 @@ def run_table(
 
     Returns ``{"table": Table, "scores": {row label: [scores per seed]}, "seconds": {row label: [...]}}``.
     """
-    from meltr.training.finetune import build_world, finetune
+    from meltr.recipes.finetune import build_world, finetune
 
     table = get_table(number)
     if not seeds:
@@ -331,7 +240,7 @@ def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tu
     seeds = ", ".join(map(str, outcome["seeds"]))
     lines = [f"### Table {table.number} in miniature: {table.title}", ""]
     lines.append(f"Mean ± std over seeds {seeds} on the synthetic world's test split. {table.note}".strip())
-    lines.append(f"Recipe: `meltr.reproduce.MINIATURE` {_recipe_text(outcome['settings'])}.")
+    lines.append(f"Recipe: the shipped config `{MINIATURE_CONFIG}` {_recipe_text(outcome['settings'])}.")
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", as_markdown(outcome), ""]
@@ -360,4 +269,16 @@ def as_markdown(outcome: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["MINIATURE", "Column", "Row", "Table", "as_markdown", "get_table", "run_table", "summarise", "write"]
+__all__ = [
+    "MINIATURE",
+    "MINIATURE_CONFIG",
+    "Column",
+    "Row",
+    "Table",
+    "as_markdown",
+    "get_table",
+    "load_table",
+    "run_table",
+    "summarise",
+    "write",
+]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meltr.surgery import info_nce, mil_nce
+from meltr.models.losses import info_nce, mil_nce
 
 
 def embeddings(*shape, seed=0):

@@ -1,4 +1,4 @@
-"""The base-to-novel experiment (``meltr.adapters.experiment``, ``meltr adapt``): prompt classification against hand
+"""The base-to-novel experiment (``meltr.recipes.base_to_novel``, ``meltr adapt``): prompt classification against hand
 computations, the frozen backbone under every parameter-efficient method, and the whole run on tiny settings."""
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from meltr.adapters import backbone_state_dict, class_descriptions, consistency_loss, lora_parameter_names
-from meltr.adapters.experiment import (
+from meltr.cli.main import main
+from meltr.data import EVENT_CLASSES, make_world, world_tokenizer
+from meltr.models import UNK_ID, pretrained_path
+from meltr.recipes.base_to_novel import (
     METHODS,
     REPORT_BEGIN,
     REPORT_END,
     BaseToNovelConfig,
-    PromptClassification,
-    accuracy,
     adapt,
     harmonic_mean,
     load_backbone,
@@ -28,10 +29,8 @@ from meltr.adapters.experiment import (
     training_batches,
     write_markdown,
 )
-from meltr.cli.main import main
-from meltr.data import EVENT_CLASSES, make_world, world_tokenizer
-from meltr.models import UNK_ID, pretrained_path
-from meltr.training.pretrain import load_pretrained
+from meltr.tasks.prompts import PromptClassification, prompt_accuracy
+from meltr.training.checkpoint import load_pretrained
 
 TINY = {
     "train_clips": 96,
@@ -132,7 +131,7 @@ def test_accuracy_against_a_hand_computation():
     predicted_prompt = torch.tensor([0, 2, 2, 1, 0])  # right, wrong, right, wrong; the last clip is not scored
     videos = torch.zeros(5, 2, 3, 4, 4)
     videos[:, 0, 0, 0, 0] = predicted_prompt.float()
-    score = accuracy(OneHotBackbone(), world_tokenizer(), videos, labels, classes, ["a", "b", "c"])
+    score = prompt_accuracy(OneHotBackbone(), world_tokenizer(), videos, labels, classes, ["a", "b", "c"])
     assert score == pytest.approx(50.0)
 
 

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from meltr.combine.linear import TABLE7_SCHEMES
 from meltr.models import build_backbone, pretrained_path
-from meltr.reproduce import MINIATURE, get_table, run_config, summarise, write
+from meltr.recipes.reproduce import MINIATURE, get_table, run_config, summarise, write
 from meltr.tasks import build_task
 
 TINY = [
@@ -43,12 +42,18 @@ def test_table1_has_meltr_without_the_regulariser_and_table7_the_five_schemes(tm
     assert table1["UniVL-Joint"].task_options == {"primary": "joint"}
     rows = get_table(7).rows
     assert [row.label for row in rows] == ["(A)", "(B)", "(C)", "(D)", "(E)", "MELTR"]
+    schemes = {}
     for row in rows[:5]:
-        scheme = row.label.strip("()")
         config = run_config(get_table(7), row, 0, tmp_path)
-        assert config.combiner == "manual" and config.combiner_options == {"scheme": scheme}
+        assert config.combiner == "manual" and set(config.combiner_options) == {"weights"}
         assert config.task == "captioning" and config.backbone_options == {"caption_from_transcript": True}
-        assert {t: float(v) for t, v in row.extra.items()} == {t: TABLE7_SCHEMES[scheme].get(t, 0.0) for t in row.extra}
+        weights = config.combiner_options["weights"]
+        assert {t: float(v) for t, v in row.extra.items()} == {t: float(weights[t]) for t in row.extra}
+        schemes[row.label.strip("()")] = weights
+    # the paper's coefficients: decoder 1 but 8 in (E), cmfm only in (C), (A) the primary loss alone
+    assert [schemes[s]["decoder"] for s in "ABCDE"] == [1, 1, 1, 1, 8]
+    assert [schemes[s]["cmfm"] for s in "ABCDE"] == [0, 0, 1, 0, 0]
+    assert sum(schemes["A"].values()) == 1
 
 
 def test_the_summary_is_mean_and_sample_std_over_seeds_with_the_paper_scale(tmp_path):

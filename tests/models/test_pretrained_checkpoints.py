@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.checkpoint import load_checkpoint
-from meltr.training.pretrain import load_pretrained
+from meltr.training.checkpoint import load_checkpoint, load_pretrained
+
+AT_CHANCE = "single-stream VTM stays at chance (benchmarks/matching_saddle.py)"
 
 SHIPPED = [name for name in BACKBONES.names() if pretrained_path(name).exists()]
 
@@ -37,7 +38,8 @@ def test_univl_zero_shot_retrieval_is_far_above_chance():
     assert scores["t2v/MdR"] <= chance_median / 3
 
 
-# The cross-modal matching loss of each shipped checkpoint; Violet's VTM is still at chance (issue 3).
+# The cross-modal matching loss of each shipped checkpoint; Violet's VTM is still at chance
+# (benchmarks/matching_saddle.py).
 MATCHING = {"univl": "joint", "violet": "vtm", "allinone": "vtm"}
 MATCHING_AT_CHANCE = {"violet"}
 
@@ -46,7 +48,7 @@ MATCHING_AT_CHANCE = {"violet"}
     "name",
     [
         pytest.param(
-            name, marks=[pytest.mark.xfail(strict=True, reason="issue 3")] if name in MATCHING_AT_CHANCE else []
+            name, marks=[pytest.mark.xfail(strict=True, reason=AT_CHANCE)] if name in MATCHING_AT_CHANCE else []
         )
         for name in MATCHING
         if name in SHIPPED

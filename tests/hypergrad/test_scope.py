@@ -4,11 +4,10 @@ with the primary gradient zeroed outside the scope (``meltr.hypergrad.scope``)."
 from __future__ import annotations
 
 import fnmatch
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from backbone_helpers import VOCAB_SIZE, random_batch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr.combine import MetaLossTransformer
@@ -16,10 +15,6 @@ from meltr.hypergrad import BACKENDS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import double_backward
 from meltr.hypergrad.scope import last_blocks, transformer_stacks
 from meltr.learner import AuxiliaryLearner, select_parameters
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from backbone_helpers import VOCAB_SIZE, random_batch
-
 from meltr.models import BACKBONES, build_backbone
 
 TWO_BLOCKS = {"univl": {"text_layers": 2, "cross_layers": 2, "decoder_layers": 2}, "violet": {"layers": 2}}

@@ -3,20 +3,27 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from meltr.training.finetune import FinetuneConfig, apply_overrides, finetune
+from meltr.recipes import config_path, shipped_configs
+from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
-CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+# Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
+# themselves are checked in test_reproduce.py).
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "reproduce/miniature"]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_recipe_loads_and_validates(path):
-    config = FinetuneConfig.load(path)
+def test_every_shipped_finetune_config_is_listed():
+    shipped = [name for name in shipped_configs() if not name.startswith("reproduce/table")]
+    assert sorted(shipped) == sorted(FINETUNE_CONFIGS)
+
+
+@pytest.mark.parametrize("name", FINETUNE_CONFIGS)
+def test_every_shipped_recipe_loads_and_validates(name):
+    config = FinetuneConfig.load(config_path(name))
     assert config.as_dict()["name"]
 
 
@@ -46,13 +53,13 @@ def test_overrides_set_fields_and_nested_options():
 )
 def test_bad_recipes_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
-        FinetuneConfig.load(Path("configs/tiny.yaml"), [override])
+        FinetuneConfig.load(config_path("tiny"), [override])
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("1e-3", 1e-3), ("3", 3.0), ("0.5", 0.5), ("2E-4", 2e-4)])
 def test_floats_that_yaml_reads_as_strings_or_ints_become_floats(raw, expected):
     # YAML 1.1 reads 1e-3 (no dot) as a string and 3 as an int; a float field takes both.
-    config = FinetuneConfig.load(Path("configs/tiny.yaml"), [f"lr={raw}", f"gamma={raw}"])
+    config = FinetuneConfig.load(config_path("tiny"), [f"lr={raw}", f"gamma={raw}"])
     assert type(config.lr) is float and config.lr == expected
     assert type(config.gamma) is float and config.gamma == expected
 
@@ -69,13 +76,12 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "meltr.cli.main",
         "finetune",
         "--config",
-        "configs/tiny.yaml",
+        "tiny",
         "--quiet",
         f"out_root={tmp_path}",
+        "lookahead_every=2",
     ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent
-    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "tiny"
     for name in (
@@ -96,8 +102,12 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert len(steps) == 3 * (96 // 16)
     assert sum(primary[-3:]) / 3 < sum(primary[:3]) / 3  # the primary loss went down
     assert any("meta/hypergrad_norm" in row for row in steps)
+    checked = [row for row in steps if "meta/lookahead/gain" in row]
+    meta_steps = [row for row in steps if "meta/hypergrad_norm" in row]
+    assert len(checked) == (len(meta_steps) + 1) // 2  # every second meta step, the first included
     results = json.loads((run_dir / "results.json").read_text())
     assert 0 <= results["test"]["t2v/R@1"] <= 100 and results["metric"] == "t2v/R@1"
+    assert results["last_epoch"] == 2 and "t2v/R@1" in results["test_last"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
 
     analyze = subprocess.run(
@@ -109,6 +119,10 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     fig4 = (run_dir / "analysis" / "fig4.csv").read_text().splitlines()
     assert fig4[0].split(",")[:3] == ["epoch", "joint", "align"] and len(fig4) == 1 + 3
     assert (run_dir / "analysis" / "fig3.png").stat().st_size > 10_000
+    signal = json.loads((run_dir / "analysis" / "meta_signal.json").read_text())
+    assert signal["lookahead_checks"] == len(checked) and 0 <= signal["lookahead_helped"] <= 1
+    assert "look-ahead checks" in (run_dir / "analysis" / "meta_signal.txt").read_text()
+    assert (run_dir / "analysis" / "meta_signal.png").exists()
 
 
 def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -123,14 +137,14 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
         "combiner_options.d_model=16",
         "combiner_options.num_heads=2",
     ]
-    whole = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, f"out_root={tmp_path / 'a'}"])
+    whole = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'a'}"])
     reference = finetune(whole, progress=False)
-    first = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, "epochs=1", f"out_root={tmp_path / 'b'}"])
+    first = FinetuneConfig.load(config_path("tiny"), [*base, "epochs=1", f"out_root={tmp_path / 'b'}"])
     finetune(first, progress=False)
     # an interrupted run is a run directory whose last.pt stops early: continue it with the full recipe
     config_file = tmp_path / "b" / "tiny" / "config.yaml"
     config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "epochs": 2}, sort_keys=False))
-    second = FinetuneConfig.load(Path("configs/tiny.yaml"), [*base, f"out_root={tmp_path / 'b'}"])
+    second = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'b'}"])
     lines = []
     resumed = finetune(second, progress=False, log=lines.append)
     assert lines[0].startswith("resumed")
@@ -152,7 +166,7 @@ def test_a_run_directory_of_another_recipe_is_left_alone(tmp_path):
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("name: tiny\nseed: 99\n")
     (run_dir / "notes.txt").write_text("keep me")
-    config = FinetuneConfig.load(Path("configs/tiny.yaml"), [f"out_root={tmp_path}"])
+    config = FinetuneConfig.load(config_path("tiny"), [f"out_root={tmp_path}"])
     with pytest.raises(ValueError, match="another recipe"):
         finetune(config, progress=False)
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "notes.txt"]
@@ -162,7 +176,7 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
     """Same recipe, new weights in the checkpoint file: the run directory of the old weights is refused, untouched."""
     from meltr.data import make_world
     from meltr.models import build_backbone
-    from meltr.training.pretrain import save_pretrained
+    from meltr.training.checkpoint import save_pretrained
 
     world = make_world(n_pretrain=0, n_train=32, n_meta=16, n_test=16)
     weights = tmp_path / "backbone.pt"
@@ -175,7 +189,7 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
     make_checkpoint(0)
     overrides = [f"checkpoint={weights}", f"out_root={tmp_path / 'runs'}", "epochs=1", "batch_size=16"]
     overrides += ["world.n_train=32", "world.n_meta=16", "world.n_test=16"]
-    config = FinetuneConfig.load(Path("configs/tiny.yaml"), overrides)
+    config = FinetuneConfig.load(config_path("tiny"), overrides)
     finetune(config, progress=False)
     start = json.loads((config.run_dir / "start.json").read_text())
     assert start["checkpoint"] == str(weights) and len(start["sha256"]) == 64

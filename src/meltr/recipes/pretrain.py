@@ -3,13 +3,12 @@
 The foundation models MELTR fine-tunes were pre-trained by minimising a plain sum of their pretext losses
 (Eq. (1) of MELTR for UniVL; likewise Violet and All-in-one). This recipe does the same for the reference
 backbones of :mod:`meltr.models` on the world's ``pretrain`` split, so that fine-tuning starts from a backbone
-that has learned something, and saves a checkpoint :func:`load_pretrained` reads back.
+that has learned something; :func:`meltr.training.checkpoint.save_pretrained` saves the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from meltr.models import BACKBONES, build_backbone
 from meltr.models.base import help_field
 from meltr.training.checkpoint import atomic_save, load_checkpoint
+from meltr.training.schedule import learning_rate_factor
 
 
 @dataclass
@@ -74,14 +74,6 @@ class PretrainResult:
 
     model: nn.Module
     history: list[dict[str, float]]
-
-
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.1 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def initial_backbone(config: PretrainConfig, world) -> nn.Module:
@@ -216,42 +208,10 @@ def held_out_losses(model: nn.Module, world, split: str = "test", batch_size: in
     return totals
 
 
-def save_pretrained(path: str | Path, model: nn.Module, backbone: str, **extra: Any) -> Path:
-    """Save ``model`` with what rebuilds it: its registry name and its full config.
-
-    Args:
-        path: the file to write (parent directories are created).
-        model: a backbone of :mod:`meltr.models` (it has a dataclass ``config``).
-        backbone: its registry name.
-        **extra: anything else worth keeping (the recipe, the world's fingerprint, ...).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "backbone": backbone,
-        "config": dataclasses.asdict(model.config),
-        "state_dict": model.state_dict(),
-        **extra,
-    }
-    return atomic_save(payload, path)
-
-
-def load_pretrained(path: str | Path) -> nn.Module:
-    """Rebuild a backbone saved by :func:`save_pretrained` (in eval mode)."""
-    payload = load_checkpoint(path)
-    config = dict(payload["config"])
-    model = build_backbone(payload["backbone"], "default", **config)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
-
-
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "held_out_losses",
     "initial_backbone",
-    "learning_rate_factor",
-    "load_pretrained",
     "pretrain",
-    "save_pretrained",
 ]

@@ -42,7 +42,7 @@ from meltr.training.checkpoint import atomic_save, load_checkpoint
 
 @dataclass
 class FinetuneConfig:
-    """A fine-tuning recipe; YAML recipes under ``configs/`` mirror its fields."""
+    """A fine-tuning recipe; the shipped YAML configs (:data:`meltr.recipes.CONFIGS`) mirror its fields."""
 
     name: str = help_field("Run name; the run directory is out_root/name.", "run")
     out_root: str = help_field("Folder that holds run directories.", "runs")
@@ -223,7 +223,7 @@ def starting_point(config: FinetuneConfig) -> dict[str, Any]:
 
 def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
     from meltr.models import build_backbone
-    from meltr.training.pretrain import load_pretrained
+    from meltr.training.checkpoint import load_pretrained
 
     if config.checkpoint == "none":
         shape = {"image_size": world.config.image_size}
@@ -244,6 +244,16 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
             f"({world.tokenizer.vocab_size})"
         )
     return backbone
+
+
+def zero_shot(config: FinetuneConfig, world=None) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+    config.validate()
+    world = world if world is not None else build_world(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_task(config.task, build_backbone_for(config, world), config.backbone, **config.task_options)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
 
 
 @dataclass

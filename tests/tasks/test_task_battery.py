@@ -1,0 +1,60 @@
+"""The shared battery of the downstream tasks (``TASKS``) over every backbone (``BACKBONES``): each pair either builds
+and trains one step with finite losses and finite metrics, or is refused with an error that names the backbone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from meltr.combine import build_combiner
+from meltr.data import make_world
+from meltr.learner import AuxiliaryLearner
+from meltr.models import BACKBONES, build_backbone
+from meltr.tasks import TASKS, build_task
+
+CASES = [(task, backbone) for task in TASKS.names() for backbone in BACKBONES.names()]
+SUPPORTED = {  # which pairs build; the others must be refused (the battery checks both)
+    "captioning": {"univl"},
+    "qa": {"univl", "violet", "allinone", "vatt"},
+    "retrieval": {"univl", "violet", "allinone"},
+    "sentiment": {"univl", "violet", "allinone", "vatt"},
+}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(n_pretrain=0, n_train=16, n_meta=8, n_test=8, seed=0)
+
+
+def build(task: str, backbone: str, world):
+    torch.manual_seed(0)
+    shape = {"image_size": world.config.image_size}
+    return build_task(task, build_backbone(backbone, "tiny", vocab_size=world.tokenizer.vocab_size, **shape), backbone)
+
+
+def test_every_task_is_in_the_battery():
+    assert set(SUPPORTED) == set(TASKS.names())
+
+
+@pytest.mark.parametrize(("task", "backbone"), CASES)
+def test_a_task_builds_trains_one_step_and_scores_finite_metrics_or_is_refused(task, backbone, world):
+    if backbone not in SUPPORTED[task]:
+        with pytest.raises(ValueError, match=backbone):
+            build(task, backbone, world)
+        return
+    model = build(task, backbone, world)
+    assert model.primary_task in model.tasks
+    combiner = build_combiner("equal_weight", model.tasks, model.primary_task)
+    learner = AuxiliaryLearner(model, combiner, torch.optim.SGD(model.parameters(), lr=1e-2), seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = next(iter(world.loader("train", 4, seed=0, **model.loader_options("train"))))
+    stats = learner.step(batch)
+    assert set(stats.losses) == set(model.tasks)
+    assert all(math.isfinite(value) for value in stats.losses.values()), stats.losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    options = {"meteor": False} if task == "captioning" else {}  # METEOR needs Java; the other scores do not
+    metrics = model.evaluate(world, "test", 8, **options)
+    assert model.metric in metrics
+    assert all(math.isfinite(value) for value in metrics.values()), metrics
