@@ -13,7 +13,7 @@ from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_hf", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
@@ -49,6 +49,13 @@ def test_overrides_set_fields_and_nested_options():
         ("epochs=2.5", "field 'epochs' must be int, got 2.5"),
         ("eval_clips=all", "field 'eval_clips' must be int or null"),
         ("world=3", "field 'world' must be dict"),
+        ("device=tpu", "'device' must be cpu, cuda or auto"),
+        ("precision=16", "'precision' must be 32, bf16 or fp16"),
+        ("lr_schedule=step", "'lr_schedule' must be one of"),
+        ("accumulate=0", "'accumulate' must be at least 1"),
+        ("max_grad_norm=0", "'max_grad_norm' must be positive or null"),
+        ("backbone=bert", "'backbone' must be one of"),
+        ("backbone={hf: 3}", "'backbone' must be one of"),
     ],
 )
 def test_bad_recipes_name_the_field(override, message):
@@ -201,3 +208,40 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
         finetune(config, progress=False)
     assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()} == before
     assert json.loads((config.run_dir / "start.json").read_text()) == start
+
+
+def test_the_transformers_recipe_runs_end_to_end_with_its_loop_options(tmp_path):
+    pytest.importorskip("transformers")
+    config = FinetuneConfig.load(config_path("tiny_hf"), ["epochs=1", "world.n_test=16", f"out_root={tmp_path}"])
+    result = finetune(config, progress=False)
+    steps = json.loads((result.run_dir / "steps.json").read_text())
+    # 64 clips / 8 = 8 micro-batches, accumulate 2: 4 optimiser steps, meta_every 2: 2 meta steps, none skipped
+    assert len(steps) == 8 and sum("meta/hypergrad_norm" in row for row in steps) == 2
+    assert not any(row["skipped"] for row in steps) and "t2v/R@1" in result.test
+    assert {"loss/vtc_t2v", "loss/vtm", "loss/mlm"} <= set(steps[0])
+    state = torch.load(result.run_dir / "last.pt", weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 4  # one scheduler step per optimiser step
+
+
+def test_an_hf_backbone_directory_is_read_and_a_missing_one_is_named(tmp_path):
+    pytest.importorskip("transformers")
+    from meltr.models.hf import save_hf_backbone, tiny_random_backbone
+    from meltr.recipes.finetune import build_backbone_for, build_world
+
+    config = FinetuneConfig.load(config_path("tiny_hf"), [f"backbone={{hf: {tmp_path / 'missing'}}}"])
+    world = build_world(config)
+    with pytest.raises(ValueError, match=r"config field 'backbone'.*no such backbone directory"):
+        build_backbone_for(config, world)
+    saved = save_hf_backbone(tiny_random_backbone(world.tokenizer.vocab_size, mlm=False), tmp_path / "towers")
+    config = FinetuneConfig.load(config_path("tiny_hf"), [f"backbone={{hf: {saved}}}"])
+    assert build_backbone_for(config, world).tasks == ("vtc_t2v", "vtc_v2t", "vtm")
+
+
+@pytest.mark.parametrize(
+    ("kind", "factors"), [("linear", [0.5, 1.0, 1.0, 2 / 3, 1 / 3, 0.0]), ("cosine", [0.5, 1.0, 1.0, 0.75, 0.25, 0.0])]
+)
+def test_learning_rate_schedules_warm_up_then_decay(kind, factors):
+    from meltr.training.schedule import schedule_factor
+
+    got = [schedule_factor(kind, step, 2, 5) for step in range(6)]  # 2 warm-up steps, decay to 0 at step 5
+    assert got == pytest.approx(factors)

@@ -153,6 +153,9 @@ class HFVideoText(nn.Module):
         config: heads and losses.
     """
 
+    retrieval_loss = "vtc_t2v"  # the primary loss of the retrieval task
+    matching_loss = "vtm"  # the loss the fusion transformer's match_score is trained by
+
     def __init__(
         self,
         text: nn.Module | None = None,

@@ -32,12 +32,14 @@ import yaml
 from tqdm import tqdm
 
 from meltr._yaml import load as yaml_load
+from meltr.batches import to_device
 from meltr.combine import COMBINERS, build_combiner
 from meltr.hypergrad import BACKENDS, ESTIMATORS
 from meltr.learner import AuxiliaryLearner
 from meltr.models.base import help_field
 from meltr.tasks import TASKS, build_task
 from meltr.training.checkpoint import atomic_save, load_checkpoint
+from meltr.training.schedule import schedule_factor
 
 
 @dataclass
@@ -46,7 +48,11 @@ class FinetuneConfig:
 
     name: str = help_field("Run name; the run directory is out_root/name.", "run")
     out_root: str = help_field("Folder that holds run directories.", "runs")
-    backbone: str = help_field("Backbone: univl, violet or allinone.", "univl")
+    backbone: str | dict[str, Any] = help_field(
+        "Backbone: univl, violet or allinone; or transformers towers {hf: DIR, ...} (a meltr.models.hf backbone "
+        "directory; other keys are HFConfig fields) or {hf: tiny-random, kind: bert+clip, ...} (tiny random towers).",
+        "univl",
+    )
     checkpoint: str = help_field("'pretrained' (the shipped checkpoint), 'none' (random init) or a path.", "pretrained")
     size: str = help_field("Backbone preset when checkpoint is 'none': default or tiny.", "default")
     backbone_options: dict[str, Any] = help_field("Backbone config fields to change.", factory=dict)
@@ -86,13 +92,30 @@ class FinetuneConfig:
     seed: int = help_field("Seed of the initialisation of heads and combiner, the batch order and the masks.", 0)
     world: dict[str, Any] = help_field("WorldConfig fields to change (e.g. n_train, seed).", factory=dict)
     threads: int | None = help_field("torch threads (None: torch's default).", None)
+    device: str = help_field("Where to train: cpu, cuda or auto (cuda when available).", "cpu")
+    precision: str | int = help_field(
+        "32, bf16 or fp16: autocast of the inner forward (meta steps in float32; fp16 with a GradScaler).", "32"
+    )
+    lr_schedule: str = help_field(
+        "Learning rate after warmup_steps of linear warm-up: constant, linear (decay to 0, BertAdam's) or cosine.",
+        "constant",
+    )
+    warmup_steps: int = help_field("Optimiser steps of linear learning-rate warm-up.", 0)
+    max_grad_norm: float | None = help_field("Clip the model's gradients to this norm (UniVL: 1.0); null: off.", None)
+    accumulate: int = help_field("Micro-batches of batch_size per optimiser step (gradient accumulation).", 1)
 
     def validate(self) -> FinetuneConfig:
         """Raise a ``ValueError`` naming the field of the first bad value."""
         from meltr.models import BACKBONES
+        from meltr.training.schedule import LR_SCHEDULES
 
+        hf = isinstance(self.backbone, dict)
         checks = [
-            ("backbone", self.backbone in BACKBONES, f"one of {BACKBONES.names()}"),
+            (
+                "backbone",
+                (hf and isinstance(self.backbone.get("hf"), str)) or (not hf and self.backbone in BACKBONES),
+                f"one of {BACKBONES.names()} or {{hf: DIR or tiny-random, ...}}",
+            ),
             ("task", self.task in TASKS, f"one of {TASKS.names()}"),
             ("combiner", self.combiner in COMBINERS, f"one of {COMBINERS.names()}"),
             ("hypergrad", self.hypergrad in ESTIMATORS, f"one of {ESTIMATORS.names()}"),
@@ -106,6 +129,13 @@ class FinetuneConfig:
             ("gamma", self.gamma >= 0, "non-negative"),
             ("reg_batch", self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
             ("lookahead_every", self.lookahead_every >= 0, "0 (never) or positive"),
+            ("device", self.device in ("cpu", "cuda", "auto"), "cpu, cuda or auto"),
+            ("device", self.device != "cuda" or torch.cuda.is_available(), "cpu or auto: cuda is not available here"),
+            ("precision", str(self.precision) in ("32", "bf16", "fp16"), "32, bf16 or fp16"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
+            ("warmup_steps", self.warmup_steps >= 0, "0 or positive"),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "positive or null"),
+            ("accumulate", self.accumulate >= 1, "at least 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -204,8 +234,8 @@ def checkpoint_file(config: FinetuneConfig) -> Path | None:
     """The file the backbone starts from (None for a random initialisation)."""
     from meltr.models import pretrained_path
 
-    if config.checkpoint == "none":
-        return None
+    if config.checkpoint == "none" or isinstance(config.backbone, dict):
+        return None  # transformers towers start from their own directory
     return Path(pretrained_path(config.backbone) if config.checkpoint == "pretrained" else config.checkpoint)
 
 
@@ -221,10 +251,39 @@ def starting_point(config: FinetuneConfig) -> dict[str, Any]:
     return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names as they are."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def backbone_name(config: FinetuneConfig) -> str:
+    """The backbone's name for the task heads: the registry name, or ``hf`` for transformers towers."""
+    return "hf" if isinstance(config.backbone, dict) else config.backbone
+
+
+def build_hf_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
+    """Transformers towers (``backbone: {hf: DIR | tiny-random, ...}``) for the world's clips and vocabulary."""
+    from meltr.models.hf import build_hf_backbone, tiny_random_backbone
+
+    spec = dict(config.backbone)
+    source = spec.pop("hf")
+    try:
+        if source == "tiny-random":
+            shape = {"image_size": world.config.image_size, "frames": world.config.n_frames}
+            return tiny_random_backbone(world.tokenizer.vocab_size, **shape, **spec)
+        return build_hf_backbone(source, **spec)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        raise ValueError(f"config field 'backbone': {error}") from None
+
+
 def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
     from meltr.models import build_backbone
     from meltr.training.checkpoint import load_pretrained
 
+    if isinstance(config.backbone, dict):
+        return build_hf_backbone_for(config, world)
     if config.checkpoint == "none":
         shape = {"image_size": world.config.image_size}
         return build_backbone(
@@ -252,7 +311,8 @@ def zero_shot(config: FinetuneConfig, world=None) -> dict[str, float]:
     world = world if world is not None else build_world(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_task(config.task, build_backbone_for(config, world), config.backbone, **config.task_options)
+        backbone = build_backbone_for(config, world)
+        model = build_task(config.task, backbone, backbone_name(config), **config.task_options)
     return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
 
 
@@ -299,9 +359,17 @@ def finetune(
     world = world if world is not None else build_world(config)
     torch.manual_seed(config.seed)
     backbone = build_backbone_for(config, world)
-    model = build_task(config.task, backbone, config.backbone, **config.task_options)
-    combiner = build_combiner(config.combiner, model.tasks, model.primary_task, **config.combiner_options)
+    model = build_task(config.task, backbone, backbone_name(config), **config.task_options)
+    device = torch.device(resolve_device(config.device))
+    model.to(device)
+    combiner = build_combiner(config.combiner, model.tasks, model.primary_task, **config.combiner_options).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = len(world.splits["train"]) // config.batch_size
+    total_steps = max(1, per_epoch * config.epochs // config.accumulate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: schedule_factor(config.lr_schedule, step, config.warmup_steps, total_steps)
+    )
+    precision = str(config.precision)
     meta_optimizer = None
     if combiner.meta_parameters():
         meta_optimizer = torch.optim.Adam(
@@ -330,6 +398,10 @@ def finetune(
         reg_batch=config.reg_batch,
         lookahead_every=config.lookahead_every,
         lookahead_data=lookahead_data,
+        precision=precision,
+        grad_scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+        max_grad_norm=config.max_grad_norm,
+        accumulate=config.accumulate,
     )
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
@@ -340,6 +412,7 @@ def finetune(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         learner.load_state_dict(state["learner"])
+        scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         steps, epochs = state["steps"], state["epochs"]
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
@@ -350,7 +423,7 @@ def finetune(
     saved_config.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
     saved_start.write_text(json.dumps(start, indent=1))
 
-    per_epoch = len(world.splits["train"]) // config.batch_size
+    evaluated = world if device.type == "cpu" else _OnDevice(world, device)
     bar = tqdm(
         total=per_epoch * config.epochs,
         initial=per_epoch * start_epoch,
@@ -364,14 +437,17 @@ def finetune(
         )
         epoch_rows = []
         for batch in loader:
-            stats = learner.step(batch)
+            optimiser_steps = learner.inner_steps
+            stats = learner.step(batch if device.type == "cpu" else to_device(batch, device))
+            if learner.inner_steps > optimiser_steps:
+                scheduler.step()
             row = {"epoch": epoch, **stats.as_dict()}
             steps.append(row)
             epoch_rows.append(row)
             bar.update(1)
             if not stats.skipped:
                 bar.set_postfix(loss=f"{stats.losses[model.primary_task]:.3f}")
-        validation = model.evaluate(world, "meta", config.eval_batch_size, max_clips=config.val_clips)
+        validation = model.evaluate(evaluated, "meta", config.eval_batch_size, max_clips=config.val_clips)
         summary = {"epoch": epoch, **_means(epoch_rows), **{f"val/{k}": v for k, v in validation.items()}}
         epochs.append(summary)
         score = validation[model.metric]
@@ -386,6 +462,7 @@ def finetune(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "learner": learner.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
                 "steps": steps,
                 "epochs": epochs,
@@ -406,11 +483,11 @@ def finetune(
     last_epoch = config.epochs - 1
     test_last = None
     if best_epoch != last_epoch:
-        test_last = model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+        test_last = model.evaluate(evaluated, "test", config.eval_batch_size, max_clips=config.eval_clips)
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model"])
     combiner.load_state_dict(best["combiner"])
-    test = model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+    test = model.evaluate(evaluated, "test", config.eval_batch_size, max_clips=config.eval_clips)
     seconds = elapsed_before + time.perf_counter() - started if start_epoch < config.epochs else elapsed_before
     results = {
         "test": test,
@@ -425,6 +502,19 @@ def finetune(
 
     plot_run(run_dir, steps, model.tasks)
     return FinetuneResult(run_dir, test, best_epoch, seconds, epochs, results["test_last"])
+
+
+class _OnDevice:
+    """The world as evaluation reads it, with every batch moved to ``device``."""
+
+    def __init__(self, world, device: torch.device) -> None:
+        self.world, self.device = world, device
+
+    def loader(self, *args: Any, **kwargs: Any):
+        return [to_device(batch, self.device) for batch in self.world.loader(*args, **kwargs)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world, name)
 
 
 class _Cycle:

@@ -11,8 +11,9 @@ import torch
 
 pytest.importorskip("lightning")
 
-import ddp_worker
 import lightning_worker
+
+import ddp_worker
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip("accelerate")
 
+import accelerate_worker
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-import accelerate_worker
 import ddp_worker
 from meltr.combine import build_combiner
 from meltr.integrations.accelerate import prepare_learner

@@ -1,9 +1,9 @@
-"""Worker of test_integrations_ddp.py: the run of ddp_worker.py under PyTorch Lightning's DDP (manual optimisation).
+"""Worker of integrations/test_loops_ddp.py: the run of ddp_worker.py under Lightning's DDP (manual optimisation).
 
-Run as ``torchrun --nproc_per_node=2 tests/lightning_worker.py OUT_DIR BACKWARD``; ``BACKWARD`` is ``manual`` (the
-module as shipped: the learner back-propagates through ``manual_backward``) or ``plain`` (the learner calls
-``Tensor.backward`` itself, which Lightning's DDP does not synchronise). Each rank writes its final model and
-combiner weights to ``OUT_DIR/rank<r>.pt``.
+Run as ``torchrun --nproc_per_node=2 tests/integrations/lightning_worker.py OUT_DIR BACKWARD``; ``BACKWARD`` is
+``manual`` (the module as shipped: the learner back-propagates through ``manual_backward``) or ``plain`` (the
+learner calls ``Tensor.backward`` itself, which Lightning's DDP does not synchronise). Each rank writes its final
+model and combiner weights to ``OUT_DIR/rank<r>.pt``.
 """
 
 from __future__ import annotations

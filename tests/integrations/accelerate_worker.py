@@ -1,7 +1,8 @@
-"""Worker of test_integrations_ddp.py: the run of ddp_worker.py under Accelerate (``prepare_learner``).
+"""Worker of integrations/test_loops_ddp.py: the run of ddp_worker.py under Accelerate (``prepare_learner``).
 
-Run as ``torchrun --nproc_per_node=2 tests/accelerate_worker.py OUT_DIR ACCUMULATE``; each rank writes its final
-model and combiner weights to ``OUT_DIR/rank<r>.pt``. ``ACCUMULATE=2`` feeds each global batch as two micro-batches.
+Run as ``torchrun --nproc_per_node=2 tests/integrations/accelerate_worker.py OUT_DIR ACCUMULATE``; each rank
+writes its final model and combiner weights to ``OUT_DIR/rank<r>.pt``. ``ACCUMULATE=2`` feeds each global batch as
+two micro-batches.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import accelerate_worker
+import lightning_worker
 import pytest
 
-import accelerate_worker
 import ddp_worker
-import lightning_worker
 from torchrun import assert_ranks_match, load_ranks, torchrun
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from torchrun import torchrun
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "integrations"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "integrations"
 
 
 def run(script: str, *args: str) -> str:
