@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr.combine import MetaLossTransformer
 from meltr.contract import stack_task_losses
-from meltr.hypergrad import MetaProblem, build_estimator, primary_objective
+from meltr.hypergrad import BACKENDS, MetaProblem, build_estimator, primary_objective
 from meltr.hypergrad.scope import last_blocks
 from meltr.learner import AuxiliaryLearner, select_parameters
 from meltr.models import CLS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, build_backbone
@@ -130,7 +130,7 @@ def plain_cg_hypergradient(setup: Setup, iters: int = CG_ITERS) -> list[torch.Te
         param_names=select_parameters(setup.model, None),
         train_batch=setup.train_batch,
         meta_batch=setup.meta_batch,
-        gamma=GAMMA,
+        reg_weight=GAMMA,
     )
     problem.setup = setup
     with sdpa_kernel(SDPBackend.MATH):
@@ -217,7 +217,7 @@ def meltr_learner(setup: Setup, estimator: str, backend: str, scope: int | None,
         setup.model,
         setup.combiner,
         setup.optimizer,
-        gamma=GAMMA,
+        reg_weight=GAMMA,
         hypergrad=estimator,
         hypergrad_options=estimator_options(estimator),
         backend=backend,
@@ -249,9 +249,9 @@ def meltr_hypergradient(
         param_names=names,
         train_batch=setup.train_batch,
         meta_batch=setup.meta_batch,
-        gamma=GAMMA,
+        reg_weight=GAMMA,
         direct_term=direct_term,
-        backend=backend,
+        backend=BACKENDS.get(backend),
         sample_train_batch=lambda: setup.batches[2],
         lookahead_lr=INNER_LR,
         **({} if fd_scale is None else {"fd_scale": fd_scale}),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from meltr.combine import COMBINERS, build_combiner
-from meltr.hypergrad import ESTIMATORS
+from meltr.hypergrad import ESTIMATORS, Identity, Neumann, double_backward
 from meltr.learner import AuxiliaryLearner, NonFiniteLossWarning, select_parameters
 from meltr.recipes.toy import TASKS, SharedLinear, ToyProblem, run
 
@@ -163,7 +163,7 @@ def test_dropping_the_direct_term_changes_the_hypergradient():
     """The official code's slip is reproducible and differs from the full hypergradient."""
     norms = {}
     for direct in (True, False):
-        learner, batches = make_learner(meta_every=1, direct_term=direct, gamma=1.0)
+        learner, batches = make_learner(meta_every=1, direct_term=direct, reg_weight=1.0)
         norms[direct] = learner.step(next(batches)).meta.hypergrad_norm
     assert norms[True] != pytest.approx(norms[False], rel=1e-3)
 
@@ -291,3 +291,34 @@ def test_lookahead_check_against_an_explicit_computation():
         assert out[f"lookahead/cos_{label}"] == pytest.approx(float(cos), abs=1e-5)
     assert out["lookahead/gain"] == pytest.approx(out["lookahead/loss_before"] - out["lookahead/loss_after"])
     assert out["lookahead/cos_before"] != pytest.approx(out["lookahead/cos_after"], abs=1e-3)
+
+
+def run_steps(learner, batches, steps=6):
+    for _ in range(steps):
+        learner.step(next(batches))
+    return learner.combiner.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "estimator"),
+    [("identity", {}, Identity()), ("neumann", {"terms": 2, "lr": 0.05}, Neumann(terms=2, lr=0.05))],
+)
+def test_an_estimator_object_and_a_backend_function_run_as_their_names(name, options, estimator):
+    by_name, batches = make_learner(estimator=name, hypergrad_options=options, backend="double_backward")
+    expected = run_steps(by_name, batches)
+    by_object, batches = make_learner(estimator=estimator, backend=double_backward)
+    got = run_steps(by_object, batches)
+    assert by_object.estimator is estimator and by_object.backend is double_backward
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_options_with_an_estimator_object_are_refused():
+    with pytest.raises(ValueError, match="go with an estimator name"):
+        make_learner(estimator=Identity(), hypergrad_options={"lr": 0.1})
+
+
+def test_gamma_is_the_deprecated_name_of_reg_weight():
+    with pytest.warns(DeprecationWarning, match="reg_weight"):
+        learner, _ = make_learner(gamma=0.5)
+    assert learner.reg_weight == 0.5

@@ -2,7 +2,7 @@
 
 Inner step (Eq. 12): ``w <- optimiser step on L_aux = M(l(w; x); phi)``. Every ``meta_every`` inner steps, a meta
 step (Eq. 13): ``phi <- meta-optimiser step on dL_pri/dphi``, the hypergradient of
-``L_pri = l_0(w; x_meta) + gamma * |M(l) - sum_t l_t|`` given by a registered estimator.
+``L_pri = l_0(w; x_meta) + reg_weight * |M(l) - sum_t l_t|`` given by a hypergradient estimator.
 
 The learner works unchanged under ``torch.nn.parallel.DistributedDataParallel``: inner gradients are synchronised
 by DDP; second-order passes run on the unwrapped module and every gradient of the meta step is all-reduced by hand,
@@ -30,6 +30,8 @@ from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
+from meltr.hypergrad.backends import Backend
+from meltr.hypergrad.estimators import Estimator
 
 
 class NonFiniteLossWarning(UserWarning):
@@ -162,6 +164,24 @@ def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str
     return [n for n in names if n in selected]
 
 
+def resolve_estimator(hypergrad: str | Estimator, options: Mapping[str, Any] | None = None) -> Estimator:
+    """The estimator object: ``hypergrad`` itself, or the one registered under that name built with ``options``.
+
+    Raises:
+        ValueError: ``options`` are given with an estimator object (they belong in its constructor).
+        TypeError: ``hypergrad`` is neither a name nor callable.
+    """
+    if isinstance(hypergrad, str):
+        return build_estimator(hypergrad, **dict(options or {}))
+    if not callable(hypergrad):
+        raise TypeError(f"hypergrad must be an estimator (problem -> hypergradient) or a name, got {hypergrad!r}")
+    if options:
+        raise ValueError(
+            f"hypergrad_options {dict(options)} go with an estimator name; build the object with them instead"
+        )
+    return hypergrad
+
+
 class AuxiliaryLearner:
     """Fine-tune a model on all of its losses, combined by a (meta-learned) combiner: Algorithm 1 of MELTR.
 
@@ -171,10 +191,13 @@ class AuxiliaryLearner:
         optimizer: the user's optimiser over the model's parameters (the inner problem).
         meta_optimizer: optimiser over ``combiner.meta_parameters()``; default Adam(lr=1e-3, weight_decay=3e-5).
         meta_every: inner steps between meta steps (the official code's ``auxgrad_every``, 3).
-        gamma: strength of the regulariser ``|M(l) - sum_t l_t|`` in ``L_pri`` (Eq. 7).
-        hypergrad: estimator name (``identity``, ``neumann``, ``cg``, ``unrolled``, ``stocbio``).
-        hypergrad_options: keyword options of the estimator (``terms``, ``lr``, ``iters``, ...).
-        backend: how the mixed term is computed (``double_backward``, ``jvp``, ``finite_difference``).
+        reg_weight: the weight of the regulariser ``|M(l) - sum_t l_t|`` in ``L_pri`` (Eq. 7, the paper's gamma;
+            ``gamma=`` is accepted with a DeprecationWarning).
+        hypergrad: the estimator, ``estimator(problem) -> dL_pri/dphi`` (e.g. ``Neumann(terms=5)``), or the name of
+            one in :data:`~meltr.hypergrad.ESTIMATORS` (``identity``, ``neumann``, ``cg``, ``unrolled``, ``stocbio``).
+        hypergrad_options: keyword options of a named estimator (``terms``, ``lr``, ``iters``, ...).
+        backend: how the mixed term is computed: a backend function or the name of one in
+            :data:`~meltr.hypergrad.BACKENDS` (``double_backward``, ``jvp``, ``finite_difference``).
         meta_source: ``"replay"`` draws meta batches from the replay buffer of recent training batches (the official
             code); ``"split"`` draws them from ``meta_data``, a held-out meta split.
         meta_data: iterable of meta batches (re-iterated when exhausted), for ``meta_source="split"``.
@@ -219,10 +242,10 @@ class AuxiliaryLearner:
         *,
         meta_optimizer: torch.optim.Optimizer | None = None,
         meta_every: int = 3,
-        gamma: float = 0.1,
-        hypergrad: str = "identity",
+        reg_weight: float = 0.1,
+        hypergrad: str | Estimator = "identity",
         hypergrad_options: Mapping[str, Any] | None = None,
-        backend: str = "jvp",
+        backend: str | Backend = "jvp",
         meta_source: Literal["replay", "split"] = "replay",
         meta_data: Iterable[Any] | None = None,
         replay_size: int = 10,
@@ -245,11 +268,19 @@ class AuxiliaryLearner:
         replay_fetch: Callable[[Tensor], Any] | None = None,
         replay_index_key: str = "index",
         replay_in_checkpoint: bool = True,
+        gamma: float | None = None,
     ) -> None:
+        if gamma is not None:
+            warnings.warn(
+                "AuxiliaryLearner(gamma=...) is now reg_weight= (the curriculum has its own gamma)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            reg_weight = gamma
         if meta_every < 1:
             raise ValueError(f"meta_every must be at least 1, got {meta_every}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be non-negative, got {gamma}")
+        if reg_weight < 0:
+            raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
         if meta_source not in ("replay", "split"):
             raise ValueError(f"meta_source must be 'replay' or 'split', got {meta_source!r}")
         if meta_source == "split" and meta_data is None:
@@ -260,16 +291,15 @@ class AuxiliaryLearner:
             raise ValueError(f"lookahead_every must be 0 (never) or positive, got {lookahead_every}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-        BACKENDS.get(backend)  # fail early, with the list of known backends
         check_loop_options(accumulate, max_grad_norm, precision, grad_scaler)
         self.model = model
         self.combiner = combiner
         self.optimizer = optimizer
-        self.estimator_name = hypergrad
-        self.estimator = build_estimator(hypergrad, **dict(hypergrad_options or {}))
-        self.backend = backend
+        self.estimator = resolve_estimator(hypergrad, hypergrad_options)
+        self.estimator_name = hypergrad if isinstance(hypergrad, str) else type(self.estimator).__name__
+        self.backend = BACKENDS.get(backend) if isinstance(backend, str) else backend
         self.meta_every = meta_every
-        self.gamma = gamma
+        self.reg_weight = reg_weight
         self.meta_source = meta_source
         self.meta_data = meta_data
         self.backward = backward
@@ -390,7 +420,7 @@ class AuxiliaryLearner:
             param_names=self.scope,
             train_batch=train_batch,
             meta_batch=meta_batch,
-            gamma=self.gamma,
+            reg_weight=self.reg_weight,
             direct_term=self.direct_term,
             backend=self.backend,
             sample_train_batch=self.replay.sample,
@@ -631,5 +661,6 @@ __all__ = [
     "NonFiniteLossWarning",
     "ReplayBuffer",
     "StepStats",
+    "resolve_estimator",
     "select_parameters",
 ]

@@ -73,9 +73,9 @@ def make_problem(model, combiner, data, backend="double_backward", direct_term=T
         param_names=["weight"],
         train_batch=data["train"],
         meta_batch=data["meta"],
-        gamma=GAMMA,
+        reg_weight=GAMMA,
         direct_term=direct_term,
-        backend=backend,
+        backend=BACKENDS.get(backend),
         sample_train_batch=lambda: data["train"],
         lookahead_lr=lookahead_lr,
     )

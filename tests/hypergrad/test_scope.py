@@ -95,7 +95,7 @@ def make_problem(model, scope_names, backend="double_backward") -> MetaProblem:
         param_names=scope_names,
         train_batch=random_batch(batch_size=4, seed=0),
         meta_batch=random_batch(batch_size=4, seed=1),
-        backend=backend,
+        backend=BACKENDS.get(backend),
         fd_scale=1e-5,
     )
 

@@ -57,7 +57,9 @@ def test_backends_agree_on_the_transformer_backbone():
     batch = {"tokens": torch.randint(20, (6, 5)), "label": torch.randint(2, (6,))}
     results = {}
     for backend in BACKENDS.names():
-        problem = MetaProblem(model, combiner, [n for n, _ in model.named_parameters()], batch, batch, backend=backend)
+        problem = MetaProblem(
+                model, combiner, [n for n, _ in model.named_parameters()], batch, batch, backend=BACKENDS.get(backend)
+            )
         with sdpa_kernel(SDPBackend.MATH):
             results[backend] = torch.cat([g.reshape(-1) for g in build_estimator("identity")(problem)])
     reference = results["double_backward"]

@@ -100,7 +100,7 @@ def test_the_default_stem_is_the_one_the_shipped_checkpoint_was_trained_with():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"frame_stem": "resnet"}, "frame_stem must be one of patch_mean, conv, conv_pool, got 'resnet'"),
+        ({"frame_stem": "resnet"}, "frame_stem must be one of patch_mean, conv, conv_pool, features, got 'resnet'"),
         ({"frame_stem": "conv", "patch_size": 2}, "divisible by 4 that divides image_size, got patch_size=2, "),
         ({"frame_stem": "conv", "patch_size": 12}, "got patch_size=12, image_size=32"),
         ({"frame_stem": "conv_pool", "image_size": 30, "patch_size": 5}, "image_size divisible by 4, got 30"),

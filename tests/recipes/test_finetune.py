@@ -13,7 +13,7 @@ from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_hf", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_hf", "tiny_msrvtt_disk", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
@@ -66,9 +66,47 @@ def test_bad_recipes_name_the_field(override, message):
 @pytest.mark.parametrize(("raw", "expected"), [("1e-3", 1e-3), ("3", 3.0), ("0.5", 0.5), ("2E-4", 2e-4)])
 def test_floats_that_yaml_reads_as_strings_or_ints_become_floats(raw, expected):
     # YAML 1.1 reads 1e-3 (no dot) as a string and 3 as an int; a float field takes both.
-    config = FinetuneConfig.load(config_path("tiny"), [f"lr={raw}", f"gamma={raw}"])
+    config = FinetuneConfig.load(config_path("tiny"), [f"lr={raw}", f"reg_weight={raw}"])
     assert type(config.lr) is float and config.lr == expected
-    assert type(config.gamma) is float and config.gamma == expected
+    assert type(config.reg_weight) is float and config.reg_weight == expected
+
+
+def test_gamma_is_an_alias_of_reg_weight_in_files_and_overrides(tmp_path):
+    assert FinetuneConfig.load(config_path("tiny"), ["gamma=0.25"]).reg_weight == 0.25
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(config_path("tiny").read_text() + "gamma: 0.5\n")
+    assert FinetuneConfig.load(recipe).reg_weight == 0.5
+    with pytest.raises(ValueError, match="'reg_weight' or its alias 'gamma', not both"):
+        FinetuneConfig.from_dict({"gamma": 0.5, "reg_weight": 0.1})
+
+
+def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
+    import inspect
+
+    from meltr.learner import AuxiliaryLearner
+    from meltr.recipes import finetune as recipe
+
+    # every keyword of the learner that is not an object the recipe builds is a field of the config
+    built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma"}
+    options = [p for p in inspect.signature(AuxiliaryLearner).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert {p.name for p in options} - built == set(recipe.LEARNER_FIELDS)
+    assert set(recipe.LEARNER_FIELDS) <= set(FinetuneConfig.__dataclass_fields__)
+    seen = {}
+
+    class Spy(AuxiliaryLearner):
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "AuxiliaryLearner", Spy)
+    changed = ["clip_norm=7.5", "replay_size=4", "on_nonfinite=raise", "fd_scale=2e-5", "track_sensitivity=false"]
+    config = FinetuneConfig.load(
+        config_path("tiny"), [*changed, "hypergrad_scope=[backbone.text_encoder.*]", "epochs=1", f"out_root={tmp_path}"]
+    )
+    recipe.finetune(config, progress=False)
+    assert seen["clip_norm"] == 7.5 and seen["replay_size"] == 4 and seen["on_nonfinite"] == "raise"
+    assert seen["fd_scale"] == 2e-5 and seen["track_sensitivity"] is False
+    assert seen["hypergrad_scope"] == ["backbone.text_encoder.*"]
 
 
 def test_a_missing_recipe_names_the_file(tmp_path):

@@ -38,7 +38,7 @@ def test_every_row_of_every_table_is_a_valid_recipe_with_a_shipped_checkpoint(nu
 
 def test_table1_has_meltr_without_the_regulariser_and_table7_the_five_schemes(tmp_path):
     table1 = {row.label: run_config(get_table(1), row, 0, tmp_path) for row in get_table(1).rows}
-    assert table1["UniVL + MELTR-"].gamma == 0 and table1["UniVL + MELTR"].gamma > 0
+    assert table1["UniVL + MELTR-"].reg_weight == 0 and table1["UniVL + MELTR"].reg_weight > 0
     assert table1["UniVL-Joint"].task_options == {"primary": "joint"}
     rows = get_table(7).rows
     assert [row.label for row in rows] == ["(A)", "(B)", "(C)", "(D)", "(E)", "MELTR"]

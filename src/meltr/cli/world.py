@@ -2,6 +2,9 @@
 
 ``meltr world preview [--out PATH] [--n N] [--seed S]`` writes a PNG grid of the first clips of a split
 (frames across, clips down) with each clip's first caption under its row.
+
+``meltr world export --format msrvtt|youcook2|tgifqa|msvdqa|mosi --out DIR`` writes the world's train / meta /
+test splits in a benchmark's own layout (docs/data.md), to be read back with ``meltr.data.formats.read_dataset``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import dataclasses
 from pathlib import Path
 
 from meltr.data.config import SPLITS, WorldConfig
+
+EXPORT_FORMATS = ("msrvtt", "youcook2", "tgifqa", "msvdqa", "mosi")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +47,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--image-size", type=int, default=WorldConfig.image_size, help="frame size in pixels")
     preview.set_defaults(func=run_preview)
 
+    export = commands.add_parser(
+        "export",
+        help="write the world's train / meta / test splits in a benchmark's format",
+        description="Write the world's train / meta / test splits in a benchmark's own layout (docs/data.md): "
+        "video files (lossless H.264 RGB by default) or feature pickles, and annotation files with the real "
+        "field names.",
+    )
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the benchmark layout")
+    export.add_argument("--out", type=Path, required=True, help="folder to write (created)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the world")
+    export.add_argument("--n-train", type=int, default=WorldConfig.n_train, help="clips of the train split")
+    export.add_argument("--n-meta", type=int, default=WorldConfig.n_meta, help="clips of the meta split")
+    export.add_argument("--n-test", type=int, default=WorldConfig.n_test, help="clips of the test split")
+    export.add_argument("--n-frames", type=int, default=WorldConfig.n_frames, help="frames per clip")
+    export.add_argument("--image-size", type=int, default=WorldConfig.image_size, help="frame size in pixels")
+    export.add_argument(
+        "--codec",
+        choices=("lossless", "yuv420p"),
+        default="lossless",
+        help="lossless H.264 RGB (a round trip is exact) or ordinary yuv420p H.264",
+    )
+    export.add_argument(
+        "--features", action="store_true", help="write a feature pickle (pixels per frame) instead of video files"
+    )
+    export.set_defaults(func=run_export)
+
 
 def run_preview(args: argparse.Namespace) -> int:
     """Render the preview of ``args`` and print where it went."""
@@ -51,6 +82,30 @@ def run_preview(args: argparse.Namespace) -> int:
     config = WorldConfig(seed=args.seed, n_frames=args.n_frames, image_size=args.image_size, **sizes)
     path = write_preview(config, args.split, args.out)
     print(f"wrote {path} ({args.n} clips of the {args.split} split, seed {args.seed})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Generate the world of ``args`` and write it in ``args.format`` under ``args.out``."""
+    from meltr.data.formats import export_world
+    from meltr.data.world import make_world
+
+    try:
+        config = WorldConfig(
+            seed=args.seed,
+            n_pretrain=0,
+            n_train=args.n_train,
+            n_meta=args.n_meta,
+            n_test=args.n_test,
+            n_frames=args.n_frames,
+            image_size=args.image_size,
+        )
+    except ValueError as error:
+        raise SystemExit(f"meltr world export: {error}") from None
+    world = make_world(config)
+    export_world(world, args.format, args.out, lossless=args.codec == "lossless", features=args.features)
+    sizes = ", ".join(f"{name} {len(world[name])}" for name in ("train", "meta", "test"))
+    print(f"wrote the world (seed {args.seed}: {sizes} clips) as {args.format} under {args.out}")
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from meltr.data.lexicon import QA_TYPES
 
@@ -73,6 +73,83 @@ def _choice_mode(name: str, mode: str | int) -> str | int:
     return mode
 
 
+class SamplePlan:
+    """Which clip, caption and question each sample of a split carries (the world's and a dataset on disk's).
+
+    One sample per clip that has an eligible question, or per eligible question with ``qa="all"``; one per clip
+    when the split has no questions at all (``questions=False``). Draws depend on ``(seed, epoch, clip)`` only.
+
+    Args:
+        n_clips: clips of the split.
+        qa_offsets: int64 ``[N + 1]``, the questions of clip ``i`` are rows ``qa_offsets[i]:qa_offsets[i + 1]``.
+        qa_type_ids: int64 ``[Q]``, each question's index in :data:`~meltr.data.lexicon.QA_TYPES`.
+        caption, qa, qa_types, seed, epoch: as :class:`WorldDataset`'s.
+        questions: whether samples need a question.
+    """
+
+    def __init__(
+        self,
+        n_clips: int,
+        qa_offsets: np.ndarray,
+        qa_type_ids: np.ndarray,
+        *,
+        caption: str | int,
+        qa: str | int,
+        qa_types: Sequence[str] | None,
+        seed: int,
+        epoch: int,
+        questions: bool = True,
+    ) -> None:
+        self.caption = _choice_mode("caption", caption)
+        self.qa = _choice_mode("qa", qa)
+        self.seed, self.epoch = int(seed), int(epoch)
+        if qa_types is None:
+            allowed = np.ones(len(qa_type_ids), dtype=bool)
+        else:
+            unknown = [t for t in qa_types if t not in QA_TYPES]
+            if unknown:
+                raise ValueError(f"unknown qa_types {unknown}; choose among {list(QA_TYPES)}")
+            allowed = np.isin(qa_type_ids, [QA_TYPES.index(t) for t in qa_types])
+        # eligible questions of clip i: self._questions[self._question_start[i]:self._question_start[i + 1]]
+        self._questions = np.flatnonzero(allowed)
+        clip_of_question = np.repeat(np.arange(n_clips), np.diff(qa_offsets))
+        counts = np.bincount(clip_of_question[allowed], minlength=n_clips).astype(np.int64)
+        self._question_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.questions = questions
+        clips = np.flatnonzero(counts > 0)
+        if not questions:
+            self.samples = [(i, None) for i in range(n_clips)]
+        elif self.qa == "all":
+            # one sample per eligible question: (clip, k-th eligible question of the clip)
+            self.samples = [(int(c), k) for c in clips for k in range(int(counts[c]))]
+        else:
+            self.samples = [(int(c), None) for c in clips]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _pick(self, mode: str | int, count: int, index: int, salt: int) -> int:
+        if mode == "first":
+            return 0
+        if mode == "random":
+            return mix_seed(self.seed, self.epoch, index, salt) % count
+        return mode
+
+    def caption_of(self, clip: int, count: int) -> int:
+        """Which of the clip's ``count`` captions the sample carries."""
+        return min(self._pick(self.caption, count, clip, 1), count - 1)
+
+    def locate(self, index: int) -> tuple[int, int | None]:
+        """Sample ``index``'s clip and its question (a row of the split's questions; ``None`` without questions)."""
+        clip, question_rank = self.samples[index]
+        if not self.questions:
+            return clip, None
+        first, last = self._question_start[clip], self._question_start[clip + 1]
+        if question_rank is None:
+            question_rank = self._pick(self.qa, int(last - first), clip, 2) % int(last - first)
+        return clip, int(self._questions[first + question_rank])
+
+
 class WorldDataset(Dataset):
     """One sample per clip of a split (or per question with ``qa="all"``).
 
@@ -100,53 +177,29 @@ class WorldDataset(Dataset):
         epoch: int = 0,
     ) -> None:
         self.split = split
-        self.caption = _choice_mode("caption", caption)
-        self.qa = _choice_mode("qa", qa)
-        self.seed, self.epoch = int(seed), int(epoch)
-        if qa_types is None:
-            allowed = np.ones(len(split.qa_types), dtype=bool)
-        else:
-            unknown = [t for t in qa_types if t not in QA_TYPES]
-            if unknown:
-                raise ValueError(f"unknown qa_types {unknown}; choose among {list(QA_TYPES)}")
-            allowed = np.isin(split.qa_types, [QA_TYPES.index(t) for t in qa_types])
+        self.plan = SamplePlan(
+            len(split),
+            split.qa_offsets,
+            split.qa_types,
+            caption=caption,
+            qa=qa,
+            qa_types=qa_types,
+            seed=seed,
+            epoch=epoch,
+        )
         self.qa_types = None if qa_types is None else tuple(qa_types)
-        offsets = split.qa_offsets
-        # eligible questions of clip i: self._questions[self._question_start[i]:self._question_start[i + 1]]
-        self._questions = np.flatnonzero(allowed)
-        clip_of_question = np.repeat(np.arange(len(split)), np.diff(offsets))
-        counts = np.bincount(clip_of_question[allowed], minlength=len(split)).astype(np.int64)
-        self._question_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        clips = np.flatnonzero(counts > 0)
-        if self.qa == "all":
-            # one sample per eligible question: (clip, k-th eligible question of the clip)
-            self._samples = [(int(c), k) for c in clips for k in range(int(counts[c]))]
-        else:
-            self._samples = [(int(c), None) for c in clips]
 
     def set_epoch(self, epoch: int) -> None:
         """Draw other captions and questions (``"random"`` modes) from now on."""
-        self.epoch = int(epoch)
+        self.plan.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self._samples)
-
-    def _pick(self, mode: str | int, count: int, index: int, salt: int) -> int:
-        if mode == "first":
-            return 0
-        if mode == "random":
-            return mix_seed(self.seed, self.epoch, index, salt) % count
-        return mode
+        return len(self.plan)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         split = self.split
-        clip, question_rank = self._samples[index]
-        n_captions = int(split.caption_count[clip])
-        caption = min(self._pick(self.caption, n_captions, clip, 1), n_captions - 1)
-        first, last = self._question_start[clip], self._question_start[clip + 1]
-        if question_rank is None:
-            question_rank = self._pick(self.qa, int(last - first), clip, 2) % int(last - first)
-        question = self._questions[first + question_rank]
+        clip, question = self.plan.locate(index)
+        caption = self.plan.caption_of(clip, int(split.caption_count[clip]))
         text = torch.from_numpy(split.caption_ids[clip, caption])
         transcript = torch.from_numpy(split.transcript_ids[clip])
         question_ids = torch.from_numpy(split.question_ids[question])
@@ -166,6 +219,39 @@ class WorldDataset(Dataset):
             "answer": torch.tensor(split.answers[question], dtype=torch.int64),
             "qa_type": torch.tensor(split.qa_types[question], dtype=torch.int64),
         }
+
+
+def default_choice(split: str, mode: str | int | None) -> str | int:
+    """A split's caption / question choice: ``mode`` if given, else ``"first"`` on test (fixed queries) and
+    ``"random"`` elsewhere."""
+    if mode is not None:
+        return mode
+    return "first" if split == "test" else "random"
+
+
+def split_loader(
+    dataset: Dataset,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool | None,
+    seed: int,
+    epoch: int,
+    drop_last: bool,
+    num_workers: int,
+) -> DataLoader:
+    """A ``DataLoader`` of :func:`collate`'d batches whose order depends on ``(seed, epoch)`` only (shuffled by
+    default everywhere but on the test split)."""
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5F) % 2**63)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=split != "test" if shuffle is None else shuffle,
+        generator=generator,
+        collate_fn=collate,
+        drop_last=drop_last,
+        num_workers=num_workers,
+    )
 
 
 def collate(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from meltr.data.config import SPLITS, WorldConfig
-from meltr.data.dataset import WorldDataset, collate, mix_seed
+from meltr.data.dataset import WorldDataset, default_choice, split_loader
 from meltr.data.language import Annotation, annotate, scene_facts
 from meltr.data.lexicon import ANSWER_INDEX, QA_TYPES
 from meltr.data.render import render_audio, render_videos
@@ -148,11 +147,10 @@ class World:
         ``caption`` and ``qa`` default to ``"first"`` on the test split (fixed queries) and ``"random"``
         (drawn per ``(seed, epoch, index)``) elsewhere.
         """
-        fixed = split == "test"
         return WorldDataset(
             self._split(split),
-            caption=("first" if fixed else "random") if caption is None else caption,
-            qa=("first" if fixed else "random") if qa is None else qa,
+            caption=default_choice(split, caption),
+            qa=default_choice(split, qa),
             qa_types=qa_types,
             seed=seed,
             epoch=epoch,
@@ -188,14 +186,13 @@ class World:
             num_workers: worker processes of the ``DataLoader``.
         """
         dataset = self.dataset(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch)
-        shuffle = split != "test" if shuffle is None else shuffle
-        generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5F) % 2**63)
-        return DataLoader(
+        return split_loader(
             dataset,
-            batch_size=batch_size,
+            split,
+            batch_size,
             shuffle=shuffle,
-            generator=generator,
-            collate_fn=collate,
+            seed=seed,
+            epoch=epoch,
             drop_last=drop_last,
             num_workers=num_workers,
         )

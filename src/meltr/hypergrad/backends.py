@@ -19,13 +19,15 @@ For per-sample losses ``[B, T]`` the same holds with one ``c_{bt}`` per sample a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from meltr._registry import Registry
-from meltr.hypergrad.problem import MetaProblem, Params, grad_or_zeros
+from meltr.hypergrad.linalg import Params, grad_or_zeros
 
+MetaProblem = Any  # a meltr.hypergrad.MetaProblem (which holds its backend, so this module cannot import it)
 Backend = Callable[[MetaProblem, Params, "Params | None"], Params]
 BACKENDS: Registry[Backend] = Registry("hypergradient backend")
 
@@ -36,6 +38,9 @@ def double_backward(problem: MetaProblem, vector: Params, aux_grad: Params | Non
     if aux_grad is None:
         aux_grad = problem.aux_gradient(create_graph=True)
     return grad_or_zeros(aux_grad, problem.meta_params, grad_outputs=vector)
+
+
+double_backward.needs_aux_graph = True  # it reuses a grad_w L_aux built with create_graph=True
 
 
 def _combiner_contraction(problem: MetaProblem, losses: Tensor, directional: Tensor) -> Params:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from meltr._registry import Registry
-from meltr.hypergrad.problem import MetaProblem, Params, dot
+from meltr.hypergrad.linalg import Params
+from meltr.hypergrad.problem import MetaProblem
+from meltr.hypergrad.solvers import solve_cg, solve_neumann
 
 Estimator = Callable[[MetaProblem], Params]
 ESTIMATORS: Registry[Estimator] = Registry("hypergradient estimator")
@@ -39,29 +39,14 @@ class Identity:
         return _subtract(direct, problem.mixed(v))
 
 
-def _neumann_series(problem: MetaProblem, v: Params, terms: int, lr: float, fresh_batches: bool) -> Params:
-    """``q = lr * sum_{j=0}^{terms} (I - lr H)^j v``, the truncated Neumann series of ``H^-1 v`` (Eq. 10)."""
-    total = [x.clone() for x in v]
-    current = v
-    aux_grad = None
-    for _ in range(terms):
-        if fresh_batches or aux_grad is None:
-            batch = problem.sample_train_batch() if fresh_batches and problem.sample_train_batch else None
-            aux_grad = problem.aux_gradient(batch, create_graph=True)
-        hessian_vector = problem.hvp(aux_grad, current)
-        current = [c - lr * h for c, h in zip(current, hessian_vector, strict=True)]
-        total = [t + c for t, c in zip(total, current, strict=True)]
-    problem.stats["neumann_last_term_norm"] = float(torch.sqrt(dot(current, current)))
-    return [lr * t for t in total]
-
-
 @ESTIMATORS.register("neumann")
 @dataclass(frozen=True)
 class Neumann:
     """AID-FP as in AuxiLearn (Navon et al., ICLR 2021; Lorraine et al., AISTATS 2020): truncated Neumann series.
 
-    ``H^-1 ~ lr * sum_{j=0}^{terms} (I - lr H)^j`` with Hessian-vector products on the train-side batch; exact in the
-    limit of many terms when ``0 < lr < 2 / lambda_max(H)``.
+    ``H^-1 ~ lr * sum_{j=0}^{terms} (I - lr H)^j`` (:func:`~meltr.hypergrad.solvers.solve_neumann`) with
+    Hessian-vector products on the train-side batch; exact in the limit of many terms when
+    ``0 < lr < 2 / lambda_max(H)``.
 
     Args:
         terms: number of Hessian-vector products (AuxiLearn: 3).
@@ -75,7 +60,17 @@ class Neumann:
 
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
-        q = _neumann_series(problem, v, self.terms, self.lr, fresh_batches=self.fresh_batches)
+        aux_grad: list[Params] = []  # grad_w L_aux of the step's batch, built at the first product and kept
+
+        def hvp(vector: Params) -> Params:
+            if self.fresh_batches:
+                batch = problem.sample_train_batch() if problem.sample_train_batch else None
+                return problem.hvp(problem.aux_gradient(batch, create_graph=True), vector)
+            if not aux_grad:
+                aux_grad.append(problem.aux_gradient(create_graph=True))
+            return problem.hvp(aux_grad[0], vector)
+
+        q = solve_neumann(self.terms, self.lr)(hvp, v, problem.stats)
         return _subtract(direct, problem.mixed(q))
 
 
@@ -94,9 +89,8 @@ def stocbio(terms: int = 3, lr: float = 0.1) -> Neumann:
 class ConjugateGradient:
     """AID-CG (Pedregosa, ICML 2016; Grazzi et al., ICML 2020): solve ``(H + damping I) q = grad_w L_pri`` by CG.
 
-    Conjugate gradient on Hessian-vector products, started at zero, stopped after ``iters`` iterations, at a
-    residual ``tol * ||grad_w L_pri||``, or on non-positive curvature (a non-convex backbone's Hessian may be
-    indefinite; the iterate reached so far is kept, or the search direction itself on the first iteration).
+    :func:`~meltr.hypergrad.solvers.solve_cg` on Hessian-vector products of the step's train-side batch: started at
+    zero, stopped after ``iters`` iterations, at a residual ``tol * ||grad_w L_pri||``, or on non-positive curvature.
 
     Args:
         iters: maximum number of iterations.
@@ -111,30 +105,8 @@ class ConjugateGradient:
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
         aux_grad = problem.aux_gradient(create_graph=True)
-        solution = [torch.zeros_like(x) for x in v]
-        residual = [x.clone() for x in v]
-        direction = [x.clone() for x in v]
-        residual_sq = dot(residual, residual)
-        target = self.tol * torch.sqrt(residual_sq)
-        for iteration in range(self.iters):
-            if torch.sqrt(residual_sq) <= target:
-                break
-            product = problem.hvp(aux_grad, direction)
-            if self.damping:
-                product = [h + self.damping * d for h, d in zip(product, direction, strict=True)]
-            curvature = dot(direction, product)
-            if curvature <= 0:
-                if iteration == 0:
-                    solution = direction
-                problem.stats["cg_negative_curvature"] = 1.0
-                break
-            step = residual_sq / curvature
-            solution = [s + step * d for s, d in zip(solution, direction, strict=True)]
-            residual = [r - step * h for r, h in zip(residual, product, strict=True)]
-            new_sq = dot(residual, residual)
-            direction = [r + (new_sq / residual_sq) * d for r, d in zip(residual, direction, strict=True)]
-            residual_sq = new_sq
-        problem.stats["cg_residual"] = float(torch.sqrt(residual_sq))
+        solve = solve_cg(self.iters, self.damping, self.tol)
+        solution = solve(lambda vector: problem.hvp(aux_grad, vector), v, problem.stats)
         return _subtract(direct, problem.mixed(solution, aux_grad))
 
 
@@ -157,7 +129,7 @@ class Unrolled:
 
     def __call__(self, problem: MetaProblem) -> Params:
         lr = problem.lookahead_lr if self.lr is None else self.lr
-        aux_grad = problem.aux_gradient(create_graph=problem.backend == "double_backward")
+        aux_grad = problem.aux_gradient(create_graph=getattr(problem.backend, "needs_aux_graph", False))
         step = problem.reduce([g.detach() for g in aux_grad])
         lookahead = [(w.detach() - lr * g).requires_grad_(True) for w, g in zip(problem.params, step, strict=True)]
         v, direct = problem.primary_gradients(params=lookahead)

@@ -2,7 +2,7 @@
 
 Notation (MELTR Sec. 4.2): ``w`` the backbone parameters (restricted to a scope), ``phi`` the combiner's
 parameters, ``l(w; x)`` the stacked task losses, ``L_aux(w, phi) = M(l(w; x_train); phi)`` on a train-side batch and
-``L_pri(w, phi) = l_0(w; x_meta) + gamma * L_reg`` with ``L_reg = |M(l) - sum_t l_t|`` (Eq. 6-7), the regulariser
+``L_pri(w, phi) = l_0(w; x_meta) + reg_weight * L_reg`` with ``L_reg = |M(l) - sum_t l_t|`` (Eq. 6-7), the regulariser
 evaluated on the meta batch or, as the official UniVL and Violet code do, on the train-side batch. The
 implicit hypergradient (Eq. 9, with the direct term of the regulariser) is
 
@@ -25,8 +25,9 @@ from torch.func import functional_call
 from meltr.batches import MicroBatches
 from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, stack_task_losses
+from meltr.hypergrad.backends import Backend, double_backward
+from meltr.hypergrad.linalg import Params, dot, grad_or_zeros
 
-Params = list[Tensor]
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
@@ -39,14 +40,15 @@ def regulariser(combiner: LossCombiner, losses: Tensor) -> Tensor:
     return (combiner.combine(losses) - losses.sum(-1)).abs().mean()
 
 
-def primary_objective(combiner: LossCombiner, losses: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``L_pri = l_0 + gamma * L_reg`` (Eq. 7). Returns ``(L_pri, l_0, L_reg)``."""
+def primary_objective(combiner: LossCombiner, losses: Tensor, reg_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``L_pri = l_0 + reg_weight * L_reg`` (Eq. 7, whose weight the paper calls gamma). Returns
+    ``(L_pri, l_0, L_reg)``."""
     primary = losses[..., combiner.primary_index].mean()
-    if gamma == 0:
+    if reg_weight == 0:
         reg = torch.zeros((), dtype=losses.dtype, device=losses.device)
         return primary, primary, reg
     reg = regulariser(combiner, losses)
-    return primary + gamma * reg, primary, reg
+    return primary + reg_weight * reg, primary, reg
 
 
 @dataclass
@@ -59,16 +61,17 @@ class MetaProblem:
         param_names: names (in ``model.named_parameters()``) of the scoped backbone parameters ``w``.
         train_batch: the train-side batch of ``L_aux``.
         meta_batch: the meta batch of ``L_pri``.
-        gamma: regularisation strength of ``L_reg``.
+        reg_weight: the weight of ``L_reg`` in ``L_pri`` (the paper's gamma).
         direct_term: include ``d_phi L_pri`` (the regulariser's direct dependence on ``phi``). The official code
             drops it; ``False`` reproduces that.
-        backend: how the mixed term ``grad_phi <v, grad_w L_aux>`` is computed (see ``BACKENDS``).
+        backend: the function that computes the mixed term ``grad_phi <v, grad_w L_aux>``, ``backend(problem,
+            vector, aux_grad)`` (one of :data:`~meltr.hypergrad.BACKENDS`; resolve a name there).
         sample_train_batch: draws a fresh train-side batch (StocBiO's Hessian-vector products).
         reduce: averages a list of tensors over processes (identity in a single process).
         lookahead_lr: step size of the inner optimiser, used by the unrolled (ITD) estimator.
         fd_scale: relative step ``||e v|| / ||w||`` of the finite-difference backend.
         reg_batch: the batch ``L_reg`` is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the train-side
-            batch, as the official code does; it costs one more forward and backward when ``gamma > 0``).
+            batch, as the official code does; it costs one more forward and backward when ``reg_weight > 0``).
     """
 
     model: nn.Module
@@ -76,9 +79,9 @@ class MetaProblem:
     param_names: Sequence[str]
     train_batch: Any
     meta_batch: Any
-    gamma: float = 0.1
+    reg_weight: float = 0.1
     direct_term: bool = True
-    backend: str = "double_backward"
+    backend: Backend = double_backward
     sample_train_batch: Callable[[], Any] | None = None
     reduce: Reduce = _no_reduce
     lookahead_lr: float = 1e-3
@@ -87,6 +90,11 @@ class MetaProblem:
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not callable(self.backend):
+            raise TypeError(
+                f"MetaProblem.backend must be a backend function, got {self.backend!r}; resolve a name with "
+                "meltr.hypergrad.BACKENDS.get(name)"
+            )
         if self.reg_batch not in ("meta", "train"):
             raise ValueError(f"reg_batch must be 'meta' or 'train', got {self.reg_batch!r}")
         named = dict(self.model.named_parameters())
@@ -143,12 +151,12 @@ class MetaProblem:
         """
         at = self.params if params is None else list(params)
         losses = self.task_losses(self.meta_batch, None if params is None else at)
-        if self.reg_batch == "train" and self.gamma > 0:
+        if self.reg_batch == "train" and self.reg_weight > 0:
             primary, _, _ = primary_objective(self.combiner, losses, 0.0)
             reg = regulariser(self.combiner, self.task_losses(self.train_batch, None if params is None else at))
-            total = primary + self.gamma * reg
+            total = primary + self.reg_weight * reg
         else:
-            total, primary, reg = primary_objective(self.combiner, losses, self.gamma)
+            total, primary, reg = primary_objective(self.combiner, losses, self.reg_weight)
         self.stats.update(
             primary_loss=float(total.detach()),
             primary_task_loss=float(primary.detach()),
@@ -167,40 +175,8 @@ class MetaProblem:
         return self.reduce(grad_or_zeros(aux_grad, self.params, grad_outputs=vector, retain_graph=True))
 
     def mixed(self, vector: Params, aux_grad: Params | None = None) -> Params:
-        """``grad_phi <vector, grad_w L_aux>`` by the configured backend, averaged over processes."""
-        from meltr.hypergrad.backends import BACKENDS
-
-        return self.reduce(BACKENDS.get(self.backend)(self, vector, aux_grad))
+        """``grad_phi <vector, grad_w L_aux>`` by the problem's backend, averaged over processes."""
+        return self.reduce(self.backend(self, vector, aux_grad))
 
 
-def grad_or_zeros(
-    outputs: Tensor | Sequence[Tensor],
-    inputs: Sequence[Tensor],
-    grad_outputs: Sequence[Tensor] | None = None,
-    create_graph: bool = False,
-    retain_graph: bool | None = None,
-) -> Params:
-    """``torch.autograd.grad`` that returns zeros for inputs the outputs do not depend on."""
-    inputs = list(inputs)
-    if not inputs:
-        return []
-    if isinstance(outputs, Tensor):
-        outputs, grad_outputs = [outputs], None if grad_outputs is None else list(grad_outputs)
-    pairs = [(o, g) for o, g in zip(outputs, grad_outputs or [None] * len(outputs), strict=True) if o.requires_grad]
-    if not pairs:
-        return [torch.zeros_like(x) for x in inputs]
-    outs, gouts = zip(*pairs, strict=True)
-    grads = torch.autograd.grad(
-        list(outs),
-        inputs,
-        grad_outputs=None if grad_outputs is None else list(gouts),
-        create_graph=create_graph,
-        retain_graph=retain_graph,
-        allow_unused=True,
-    )
-    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
-
-
-def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """``<a, b>`` of two parameter lists."""
-    return sum((x * y).sum() for x, y in zip(a, b, strict=True))
+__all__ = ["MetaProblem", "Params", "dot", "grad_or_zeros", "primary_objective", "regulariser"]

@@ -21,7 +21,7 @@ from meltr.models.base import BACKBONES, check_positive, check_probability, help
 from meltr.models.layers import PatchEmbedding, TextEmbedding, TokenPredictionHead, Transformer, init_weights
 from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import binary_matching_loss, masked_token_loss, symmetric_info_nce
-from meltr.models.masking import mask_tokens, other_samples_of_same_clip, sample_negatives
+from meltr.models.masking import mask_tokens, other_samples_of_same_clip, sample_negatives, special_tokens
 
 ALLINONE_TASKS: tuple[str, ...] = ("vtm", "mlm", "vtc")
 
@@ -70,6 +70,11 @@ class AllInOneConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption may have.", 64)
+    special_tokens: dict[str, int] = help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
     text_mask_prob: float = help_field("Share of the text tokens masked for MLM.", 0.15)
     roll_fraction: float = help_field(
         "Share of a frame's patch tokens rolled forward in time before each block (as many again backward); "
@@ -79,6 +84,7 @@ class AllInOneConfig:
     temperature: float = help_field("Temperature of VTC's InfoNCE over cosine similarities (All-in-one: 0.05).", 0.05)
 
     def __post_init__(self) -> None:
+        self.special_tokens = special_tokens(self.special_tokens)
         check_positive(
             self,
             "vocab_size",
@@ -213,7 +219,9 @@ class AllInOne(nn.Module):
         text, text_mask = batch["text"], batch["text_mask"].bool()
         size = text.shape[0]
         clip_id = batch.get("clip_id")
-        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
+        masked_text, text_selected = mask_tokens(
+            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
+        )
         partner, has_partner = sample_negatives(size, clip_id, generator, text.device)
         swap = (torch.rand(size, generator=generator, device=text.device) < 0.5) & has_partner
         shown = torch.where(swap, partner, torch.arange(size, device=text.device))

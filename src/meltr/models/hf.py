@@ -47,13 +47,12 @@ from meltr.models.layers import Transformer, causal_mask, masked_mean
 from meltr.models.losses import masked_token_loss, pair_matching_loss
 from meltr.models.masking import (
     CLS_ID,
-    MASK_ID,
-    NUM_SPECIAL_TOKENS,
     PAD_ID,
     SEP_ID,
     mask_tokens,
     other_samples_of_same_clip,
     sample_negatives,
+    special_tokens,
 )
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -79,9 +78,10 @@ class HFConfig:
     caption: bool = help_field("Add a caption decoder head and its task 'caption'.", False)
     decoder_depth: int = help_field("Blocks of the caption decoder.", 1)
     hard_negatives: bool = help_field("Draw VTM negatives by contrastive similarity (else uniformly).", True)
-    mask_token_id: int | None = help_field("The [MASK] id (default: the tokenizer's, else the world's).", None)
-    special_ids: tuple[int, ...] | None = help_field(
-        "Ids never masked: [PAD], [CLS], [SEP] (default: the tokenizer's, else the world's).", None
+    special_tokens: dict[str, int] | None = help_field(
+        "Special ids {pad, cls, sep, mask, unk, first_regular} for MLM (default: the tokenizer saved beside the "
+        "text tower, else the world's).",
+        None,
     )
 
     def __post_init__(self) -> None:
@@ -94,8 +94,7 @@ class HFConfig:
             raise ValueError(f"HFConfig.temperature must be positive, got {self.temperature!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"HFConfig.dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
-        if self.special_ids is not None:
-            self.special_ids = tuple(int(i) for i in self.special_ids)
+        self.special_tokens = special_tokens(self.special_tokens)
 
 
 def _eager(model: nn.Module) -> nn.Module:
@@ -125,17 +124,25 @@ def load_pretrained(directory: str | Path) -> nn.Module:
 
 
 def tokenizer_ids(directory: str | Path) -> dict[str, Any]:
-    """``mask_token_id`` and ``special_ids`` of the tokenizer saved in ``directory`` ({} if there is none)."""
+    """``{"special_tokens": ...}`` of the tokenizer saved in ``directory`` ({} if there is none)."""
     path = Path(directory)
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         return {}
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    special = tuple(
-        i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id) if i is not None
-    )
-    return {"mask_token_id": tokenizer.mask_token_id, "special_ids": special}
+    named = {
+        "pad": tokenizer.pad_token_id,
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "mask": tokenizer.mask_token_id,
+        "unk": tokenizer.unk_token_id,
+    }
+    named = {k: int(v) for k, v in named.items() if v is not None}
+    # Random MLM replacements are drawn after the last bracketed entry ([PAD], [unused*], [CLS], ...), as BERT's.
+    bracketed = [i for token, i in tokenizer.get_vocab().items() if token.startswith("[") and token.endswith("]")]
+    named["first_regular"] = max([*bracketed, *named.values()]) + 1
+    return {"special_tokens": named}
 
 
 def _kind(model: nn.Module) -> str:
@@ -225,10 +232,7 @@ class HFVideoText(nn.Module):
             self.caption_position = nn.Parameter(torch.zeros(512, c.dim))
             self.decoder = Transformer(c.dim, c.decoder_depth, c.num_heads, c.ff_dim, cross_attention=True)
             self.caption_head = nn.Linear(c.dim, self.vocab_size)
-        self.mask_token_id = MASK_ID if c.mask_token_id is None else c.mask_token_id
-        self.special_ids = (PAD_ID, CLS_ID, SEP_ID) if c.special_ids is None else c.special_ids
-        default_ids = c.mask_token_id is None and c.special_ids is None
-        self.first_regular = NUM_SPECIAL_TOKENS if default_ids else max((*self.special_ids, self.mask_token_id)) + 1
+        self.special = c.special_tokens
         self.train()  # from_pretrained returns towers in eval mode; keep one mode for the whole backbone
 
     # -- inputs ---------------------------------------------------------------------------------------------------
@@ -338,15 +342,7 @@ class HFVideoText(nn.Module):
         match = self.match_head(fused[:, 0]).squeeze(-1)
         losses["vtm"] = pair_matching_loss(match[:size], match[size:], has_partner)
         if c.mlm:
-            masked, selected = mask_tokens(
-                ids,
-                self.vocab_size,
-                c.mask_prob,
-                mask,
-                mask_id=self.mask_token_id,
-                special_ids=self.special_ids,
-                first_regular=self.first_regular,
-            )
+            masked, selected = mask_tokens(ids, self.vocab_size, c.mask_prob, mask, special=self.special)
             masked_states = self._text_states(masked, mask)
             if c.mlm_stream == "fused":
                 masked_states = self._fuse(masked_states, mask, video_tokens)[:, : ids.shape[1]]

@@ -86,7 +86,13 @@ def pair_matching_loss(positive_logits: Tensor, negative_logits: Tensor, has_neg
     return (F.softplus(-positive_logits) + negative) / (1.0 + weight)
 
 
-def frame_nce(predicted: Tensor, targets: Tensor, selected: Tensor, exclude: Tensor | None = None) -> Tensor:
+def frame_nce(
+    predicted: Tensor,
+    targets: Tensor,
+    selected: Tensor,
+    exclude: Tensor | None = None,
+    target_mask: Tensor | None = None,
+) -> Tensor:
     """UniVL's conditioned masked frame modelling loss: NCE of each masked frame's prediction against every
     frame of the batch, the true frame being the positive.
 
@@ -98,6 +104,7 @@ def frame_nce(predicted: Tensor, targets: Tensor, selected: Tensor, exclude: Ten
         selected: boolean ``[B, F]``, the masked frames.
         exclude: boolean ``[B, B]``, pairs of samples whose frames are not negatives of each other (the
             same clip).
+        target_mask: boolean ``[B, F]``, the frames that exist (padded feature rows are no negatives).
 
     Returns:
         ``[B]``.
@@ -107,6 +114,8 @@ def frame_nce(predicted: Tensor, targets: Tensor, selected: Tensor, exclude: Ten
     if exclude is not None:
         frame_exclude = exclude[:, None, :, None].expand(batch, frames, batch, frames).reshape(logits.shape)
         logits = logits.masked_fill(frame_exclude, torch.finfo(logits.dtype).min)
+    if target_mask is not None:
+        logits = logits.masked_fill(~target_mask.reshape(1, -1), torch.finfo(logits.dtype).min)
     nce = -logits.log_softmax(-1).diagonal().view(batch, frames)
     return masked_mean(nce, selected)
 

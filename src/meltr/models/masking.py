@@ -18,6 +18,28 @@ PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = 0, 1, 2, 3, 4
 NUM_SPECIAL_TOKENS = 5
 """Ids below this are special; random replacement tokens come from ``[NUM_SPECIAL_TOKENS, vocab_size)``."""
 
+SPECIAL_TOKEN_NAMES: tuple[str, ...] = ("pad", "cls", "sep", "mask", "unk", "first_regular")
+WORLD_SPECIAL_TOKENS: dict[str, int] = {
+    "pad": PAD_ID,
+    "cls": CLS_ID,
+    "sep": SEP_ID,
+    "mask": MASK_ID,
+    "unk": UNK_ID,
+    "first_regular": NUM_SPECIAL_TOKENS,
+}
+"""The world tokenizer's special ids; a backbone's ``special_tokens`` config field takes another tokenizer's
+(e.g. :attr:`meltr.data.wordpiece.WordPieceTokenizer.special_ids`). ``first_regular``: random replacement tokens
+are drawn from ``[first_regular, vocab_size)``."""
+
+
+def special_tokens(values: dict[str, int] | None) -> dict[str, int]:
+    """The world's special ids updated with ``values``; a ``ValueError`` names an unknown or non-int entry."""
+    merged = {**WORLD_SPECIAL_TOKENS, **(values or {})}
+    bad = sorted(k for k, v in merged.items() if k not in SPECIAL_TOKEN_NAMES or not isinstance(v, int) or v < 0)
+    if bad:
+        raise ValueError(f"special_tokens: bad entries {bad}; give non-negative ints for {list(SPECIAL_TOKEN_NAMES)}")
+    return merged
+
 
 def sample_positions(
     eligible: Tensor, prob: float, generator: torch.Generator | None = None, at_least_one: bool = True
@@ -54,10 +76,7 @@ def mask_tokens(
     at_least_one: bool = True,
     mask_fraction: float = 0.8,
     random_fraction: float = 0.1,
-    *,
-    mask_id: int = MASK_ID,
-    special_ids: tuple[int, ...] = (PAD_ID, CLS_ID, SEP_ID),
-    first_regular: int = NUM_SPECIAL_TOKENS,
+    special: dict[str, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """BERT's masking: select ``prob`` of the tokens; of those, ``mask_fraction`` become [MASK],
     ``random_fraction`` a random token, the rest stay as they are.
@@ -74,31 +93,34 @@ def mask_tokens(
             :func:`sample_positions`).
         mask_fraction: share of the selected tokens replaced by [MASK].
         random_fraction: share of the selected tokens replaced by a random token.
-        mask_id: the [MASK] id (default the world's; a Hugging Face tokenizer's ``mask_token_id`` otherwise).
-        special_ids: ids never selected (default the world's [PAD], [CLS], [SEP]).
-        first_regular: random tokens are drawn from ``[first_regular, vocab_size)``.
+        special: the tokenizer's special ids (:func:`special_tokens`; default the world's).
 
     Returns:
         ``(masked_tokens, selected)``: the corrupted ids ``[B, L]`` and the boolean ``[B, L]`` positions whose
         original token is the prediction target.
     """
-    if vocab_size <= first_regular:
-        raise ValueError(f"vocab_size must exceed the {first_regular} special tokens, got {vocab_size}")
-    eligible = torch.ones_like(tokens, dtype=torch.bool)
-    for special in special_ids:
-        eligible = eligible & (tokens != special)
+    ids = WORLD_SPECIAL_TOKENS if special is None else special
+    if vocab_size <= ids["first_regular"]:
+        raise ValueError(f"vocab_size must exceed the {ids['first_regular']} special tokens, got {vocab_size}")
+    eligible = (tokens != ids["pad"]) & (tokens != ids["cls"]) & (tokens != ids["sep"])
     if token_mask is not None:
         eligible = eligible & token_mask.bool()
     selected = sample_positions(eligible, prob, generator, at_least_one)
     action = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    random_tokens = torch.randint(first_regular, vocab_size, tokens.shape, generator=generator, device=tokens.device)
-    masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, mask_id), tokens)
+    random_tokens = torch.randint(
+        ids["first_regular"], vocab_size, tokens.shape, generator=generator, device=tokens.device
+    )
+    masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, ids["mask"]), tokens)
     replace = selected & (action >= mask_fraction) & (action < mask_fraction + random_fraction)
     return torch.where(replace, random_tokens, masked), selected
 
 
 def mask_frames(
-    video: Tensor, prob: float = 0.15, generator: torch.Generator | None = None, at_least_one: bool = True
+    video: Tensor,
+    prob: float = 0.15,
+    generator: torch.Generator | None = None,
+    at_least_one: bool = True,
+    eligible: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Select ``prob`` of the frames of each clip and zero them (UniVL zeroes masked frame features).
 
@@ -107,11 +129,13 @@ def mask_frames(
         prob: selection probability per frame.
         generator: RNG (default: the global one).
         at_least_one: select at least one frame per clip.
+        eligible: boolean ``[B, F]``, the frames that may be selected (default all; padded feature rows are not).
 
     Returns:
         ``(masked_video, selected)``: the video with the selected frames zeroed, and the boolean ``[B, F]``.
     """
-    eligible = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
+    if eligible is None:
+        eligible = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
     selected = sample_positions(eligible, prob, generator, at_least_one)
     keep = (~selected).to(video.dtype).reshape(*selected.shape, *([1] * (video.dim() - 2)))
     return video * keep, selected
@@ -178,9 +202,11 @@ __all__ = [
     "PAD_ID",
     "SEP_ID",
     "UNK_ID",
+    "WORLD_SPECIAL_TOKENS",
     "mask_frames",
     "mask_tokens",
     "other_samples_of_same_clip",
     "sample_negatives",
     "sample_positions",
+    "special_tokens",
 ]

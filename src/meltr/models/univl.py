@@ -39,17 +39,14 @@ from meltr.models.layers import (
 from meltr.models.layout import AdapterSite
 from meltr.models.losses import frame_nce, masked_token_loss, pair_matching_loss, symmetric_info_nce
 from meltr.models.masking import (
-    CLS_ID,
-    MASK_ID,
-    PAD_ID,
-    SEP_ID,
     mask_frames,
     mask_tokens,
     other_samples_of_same_clip,
     sample_negatives,
+    special_tokens,
 )
 
-FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv", "conv_pool")
+FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv", "conv_pool", "features")
 
 UNIVL_TASKS: tuple[str, ...] = (
     "joint",
@@ -87,12 +84,20 @@ class UniVLConfig:
         "patches: where an object is and its outline are pooled away), 'conv' (two strided convolutions, the "
         "second down to a grid of one cell per patch, flattened, then linear: keeps the layout) or 'conv_pool' "
         "(three 3x3 convolutions to a grid of 4x4-pixel cells, then per channel its max and its soft-argmax over "
-        "the grid: an outline is recognised wherever it is, and located).",
+        "the grid: an outline is recognised wherever it is, and located), or 'features' (pre-extracted "
+        "per-second features, UniVL's S3D: the batch's video is float [B, T, feature_dim] with a video_mask "
+        "[B, T]; a linear map, and CMFM predicts the standardised features themselves, as UniVL).",
         "patch_mean",
     )
+    feature_dim: int = help_field("Width of a pre-extracted feature row (frame_stem 'features'; S3D: 1024).", 1024)
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption or transcript may have.", 64)
+    special_tokens: dict[str, int] = help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
     text_mask_prob: float = help_field("Share of the text tokens masked for CMLM and the M-losses (UniVL: 0.15).", 0.15)
     frame_mask_prob: float = help_field("Share of the frames masked for CMFM and the M-losses (UniVL: 0.15).", 0.15)
     temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
@@ -110,6 +115,7 @@ class UniVLConfig:
     )
 
     def __post_init__(self) -> None:
+        self.special_tokens = special_tokens(self.special_tokens)
         check_positive(
             self,
             "vocab_size",
@@ -125,6 +131,7 @@ class UniVLConfig:
             "channels",
             "max_frames",
             "max_text_len",
+            "feature_dim",
         )
         check_probability(self, "dropout", "text_mask_prob", "frame_mask_prob")
         check_flag(self, "hard_negatives", "caption_from_transcript")
@@ -260,6 +267,9 @@ class UniVL(nn.Module):
         self.text_encoder = Transformer(c.dim, c.text_layers, **block)
         if c.frame_stem == "patch_mean":
             self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
+        elif c.frame_stem == "features":
+            self.feature_projection = nn.Linear(c.feature_dim, c.dim)
+            self.frame_position = nn.Parameter(torch.randn(c.max_frames, c.dim) * 0.02)
         else:
             self.conv_stem = (
                 ConvFrameStem(c.dim, c.image_size, c.patch_size, c.channels)
@@ -274,7 +284,8 @@ class UniVL(nn.Module):
         self.decoder = Transformer(c.dim, c.decoder_layers, cross_attention=True, **block)
         self.mlm_head = TokenPredictionHead(c.dim, c.vocab_size)
         self.caption_head = TokenPredictionHead(c.dim, c.vocab_size)
-        self.frame_head = nn.Linear(c.dim, c.channels * (c.image_size // c.patch_size) ** 2)
+        frame_width = c.feature_dim if c.frame_stem == "features" else c.channels * (c.image_size // c.patch_size) ** 2
+        self.frame_head = nn.Linear(c.dim, frame_width)
         self.match_head = nn.Linear(c.dim, 1)
         self.apply(init_weights)
 
@@ -283,29 +294,43 @@ class UniVL(nn.Module):
     def _video(self, batch: Mapping[str, Tensor]) -> Tensor:
         return batch["video"].to(self.frame_projection.weight.dtype)
 
+    def _video_mask(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """``[B, F]``: the batch's ``video_mask`` (False on padded feature rows), else every frame."""
+        if "video_mask" in batch:
+            return batch["video_mask"].bool()
+        return torch.ones(batch["video"].shape[:2], dtype=torch.bool, device=batch["video"].device)
+
     def _text_states(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.text_encoder(self.text_embedding(tokens), mask)
 
-    def _video_states(self, video: Tensor) -> Tensor:
-        """``[B, F, C, H, W]`` -> ``[B, F, d]``: one feature per frame (``frame_stem``), linear, encoder.
+    def _video_states(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, F, C, H, W]`` (or features ``[B, F, feature_dim]``) -> ``[B, F, d]``: one feature per frame
+        (``frame_stem``), linear, encoder (attending to the frames where ``mask`` ``[B, F]`` is True; ``None``:
+        every frame).
 
-        ``patch_mean`` adds the spatial and temporal positions to the patch tokens before the GELU; ``conv`` and
-        ``conv_pool`` add the temporal position to the frame feature.
+        ``patch_mean`` adds the spatial and temporal positions to the patch tokens before the GELU; ``conv``,
+        ``conv_pool`` and ``features`` add the temporal position to the frame feature.
         """
         c = self.config
-        if c.frame_stem == "patch_mean":
+        if c.frame_stem == "features":
+            if video.dim() != 3 or video.shape[-1] != c.feature_dim or video.shape[1] > c.max_frames:
+                raise ValueError(
+                    f"UniVL with frame_stem 'features' takes video [B, T <= {c.max_frames}, {c.feature_dim}], got "
+                    f"{tuple(video.shape)}; set feature_dim (and max_frames) to the features' shape"
+                )
+            frames = self.frame_projection(self.feature_projection(video)) + self.frame_position[: video.shape[1]]
+        elif c.frame_stem == "patch_mean":
             frames = self.frame_projection(F.gelu(self.patch_embedding(video)).mean(2))
         else:
             count = check_video_shape(video, c.channels, c.image_size, c.max_frames)
             frames = self.frame_projection(self.conv_stem(video)) + self.frame_position[:count]
-        return self.video_encoder(frames)
+        return self.video_encoder(frames, mask)
 
     def _cross(
-        self, text_states: Tensor | None, text_mask: Tensor | None, video_states: Tensor
+        self, text_states: Tensor | None, text_mask: Tensor | None, video_states: Tensor, frame_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Cross encoder over ``[text; frames]`` (or frames alone) -> states ``[B, L + F, d]`` and mask."""
         frames = video_states + self.modality_embedding.weight[1]
-        frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
         if text_states is None:
             tokens, mask = frames, frame_mask
         else:
@@ -318,11 +343,14 @@ class UniVL(nn.Module):
         words = mask & (torch.arange(mask.shape[1], device=mask.device) > 0)
         return F.normalize(masked_mean(states, words), dim=-1)
 
-    def _video_vector(self, states: Tensor) -> Tensor:
-        return F.normalize(states.mean(1), dim=-1)
+    def _video_vector(self, states: Tensor, mask: Tensor) -> Tensor:
+        return F.normalize(masked_mean(states, mask), dim=-1)
 
     def _frame_targets(self, video: Tensor) -> Tensor:
-        """Fixed frame descriptors ``[B, F, C * P]``: each patch's mean colour, standardised per frame."""
+        """Fixed frame descriptors ``[B, F, D]``: each patch's mean colour (``C * P``), or the pre-extracted
+        features, standardised per frame."""
+        if self.config.frame_stem == "features":
+            return F.layer_norm(video, video.shape[-1:])
         batch, frames, channels = video.shape[:3]
         patches = patchify(video, self.config.patch_size)
         means = patches.reshape(batch, frames, patches.shape[2], channels, -1).mean(-1).flatten(2)
@@ -334,7 +362,9 @@ class UniVL(nn.Module):
         states = self.decoder(inputs, causal_mask(mask[:, :-1]), memory, memory_mask)
         return self.caption_head(states, self.text_embedding.word.weight)
 
-    def _matching(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, partner: Tensor):
+    def _matching(
+        self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, video_mask: Tensor, partner: Tensor
+    ):
         """One cross pass over the true pairs and the negatives ``(text_i, video_partner(i))``.
 
         Returns:
@@ -346,13 +376,14 @@ class UniVL(nn.Module):
             torch.cat([text_states, text_states]),
             torch.cat([text_mask, text_mask]),
             torch.cat([video_states, video_states[partner]]),
+            torch.cat([video_mask, video_mask[partner]]),
         )
         logits = self.match_head(states[:, 0]).squeeze(-1)
         return logits[:size], logits[size:], states[:size]
 
-    def _align_logits(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor) -> Tensor:
+    def _align_logits(self, text_states: Tensor, text_mask: Tensor, video_states: Tensor, video_mask: Tensor) -> Tensor:
         """Align's ``[B, B]`` logits: the cosine of every text with every video, over the temperature."""
-        similarity = self._text_vector(text_states, text_mask) @ self._video_vector(video_states).t()
+        similarity = self._text_vector(text_states, text_mask) @ self._video_vector(video_states, video_mask).t()
         return similarity / self.config.temperature
 
     # -- the contract --------------------------------------------------------------------------------------
@@ -369,23 +400,33 @@ class UniVL(nn.Module):
         c = self.config
         keys = ("video", "text", "text_mask") + (("transcript", "transcript_mask") if c.caption_from_transcript else ())
         require(batch, keys, c.vocab_size, "UniVL")
-        text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
+        text, text_mask, video, video_mask = (
+            batch["text"],
+            batch["text_mask"].bool(),
+            self._video(batch),
+            self._video_mask(batch),
+        )
         size, length = text.shape
         clip_id = batch.get("clip_id")
-        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
-        masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator)
+        masked_text, text_selected = mask_tokens(
+            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
+        )
+        masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator, eligible=video_mask)
         exclude = other_samples_of_same_clip(clip_id, size, text.device)
 
         both_masks = torch.cat([text_mask, text_mask])
         text_states, masked_text_states = self._text_states(torch.cat([text, masked_text]), both_masks).split(size)
-        video_states, masked_video_states = self._video_states(torch.cat([video, masked_video])).split(size)
-        align_logits = self._align_logits(text_states, text_mask, video_states)
+        both_video_masks = torch.cat([video_mask, video_mask])
+        video_states, masked_video_states = self._video_states(
+            torch.cat([video, masked_video]), both_video_masks
+        ).split(size)
+        align_logits = self._align_logits(text_states, text_mask, video_states, video_mask)
         hard = align_logits if c.hard_negatives else None
         partner, has_partner = sample_negatives(size, clip_id, generator, text.device, hard)
 
-        positive, negative, _ = self._matching(text_states, text_mask, video_states, partner)
+        positive, negative, _ = self._matching(text_states, text_mask, video_states, video_mask, partner)
         m_positive, m_negative, masked_cross = self._matching(
-            masked_text_states, text_mask, masked_video_states, partner
+            masked_text_states, text_mask, masked_video_states, video_mask, partner
         )
         cmlm_logits = self.mlm_head(masked_cross[:, :length], self.text_embedding.word.weight)
         predicted_frames = self.frame_head(masked_cross[:, length:])
@@ -393,11 +434,13 @@ class UniVL(nn.Module):
         transcript_states = transcript_mask = None
         if c.caption_from_transcript:
             transcript, transcript_mask = batch["transcript"], batch["transcript_mask"].bool()
-            masked_transcript, _ = mask_tokens(transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator)
+            masked_transcript, _ = mask_tokens(
+                transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator, special=c.special_tokens
+            )
             transcript_mask = torch.cat([transcript_mask, transcript_mask])
             transcript_states = self._text_states(torch.cat([transcript, masked_transcript]), transcript_mask)
         memory, memory_mask = self._cross(
-            transcript_states, transcript_mask, torch.cat([video_states, masked_video_states])
+            transcript_states, transcript_mask, torch.cat([video_states, masked_video_states]), both_video_masks
         )
         captions = torch.cat([text, text])
         caption_loss = masked_token_loss(
@@ -411,11 +454,11 @@ class UniVL(nn.Module):
             "joint": pair_matching_loss(positive, negative, has_partner),
             "align": symmetric_info_nce(align_logits, exclude),
             "cmlm": masked_token_loss(cmlm_logits, text, text_selected),
-            "cmfm": frame_nce(predicted_frames, self._frame_targets(video), frame_selected, exclude),
+            "cmfm": frame_nce(predicted_frames, self._frame_targets(video), frame_selected, exclude, video_mask),
             "decoder": decoder,
             "m_joint": pair_matching_loss(m_positive, m_negative, has_partner),
             "m_align": symmetric_info_nce(
-                self._align_logits(masked_text_states, text_mask, masked_video_states), exclude
+                self._align_logits(masked_text_states, text_mask, masked_video_states, video_mask), exclude
             ),
             "m_decoder": m_decoder,
         }
@@ -429,12 +472,15 @@ class UniVL(nn.Module):
 
     def encode_video(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``[B, d]`` unit-norm video embeddings (Align's); similarity / temperature gives Align's logits."""
-        return self._video_vector(self._video_states(self._video(batch)))
+        video_mask = self._video_mask(batch)
+        return self._video_vector(self._video_states(self._video(batch), video_mask), video_mask)
 
     def fused(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
         """``[B, d]`` cross-encoder state at [CLS] of each (text, video) pair."""
         mask = batch[f"{text_key}_mask"].bool()
-        states, _ = self._cross(self._text_states(batch[text_key], mask), mask, self._video_states(self._video(batch)))
+        video_mask = self._video_mask(batch)
+        video_states = self._video_states(self._video(batch), video_mask)
+        states, _ = self._cross(self._text_states(batch[text_key], mask), mask, video_states, video_mask)
         return states[:, 0]
 
     def match_score(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
@@ -455,23 +501,25 @@ class UniVL(nn.Module):
         """
         if not 2 <= max_len <= self.config.max_text_len:
             raise ValueError(f"max_len must be in [2, max_text_len={self.config.max_text_len}], got {max_len}")
-        video_states = self._video_states(self._video(batch))
+        video_mask = self._video_mask(batch)
+        video_states = self._video_states(self._video(batch), video_mask)
         transcript_states = transcript_mask = None
         if self.config.caption_from_transcript:
             transcript_mask = batch["transcript_mask"].bool()
             transcript_states = self._text_states(batch["transcript"], transcript_mask)
-        memory, memory_mask = self._cross(transcript_states, transcript_mask, video_states)
+        memory, memory_mask = self._cross(transcript_states, transcript_mask, video_states, video_mask)
         size = video_states.shape[0]
-        tokens = torch.full((size, 1), CLS_ID, dtype=torch.long, device=video_states.device)
+        ids = self.config.special_tokens
+        tokens = torch.full((size, 1), ids["cls"], dtype=torch.long, device=video_states.device)
         finished = torch.zeros(size, dtype=torch.bool, device=tokens.device)
-        never = torch.tensor([PAD_ID, CLS_ID, MASK_ID], device=tokens.device)
+        never = torch.tensor([ids["pad"], ids["cls"], ids["mask"]], device=tokens.device)
         for _ in range(max_len - 1):
-            padded = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD_ID)], dim=1)
+            padded = torch.cat([tokens, torch.full_like(tokens[:, :1], ids["pad"])], dim=1)
             logits = self._caption_logits(memory, memory_mask, padded, torch.ones_like(padded, dtype=torch.bool))
             logits = logits[:, -1].index_fill(-1, never, torch.finfo(logits.dtype).min)
-            step = torch.where(finished, torch.full_like(finished, PAD_ID, dtype=torch.long), logits.argmax(-1))
+            step = torch.where(finished, torch.full_like(finished, ids["pad"], dtype=torch.long), logits.argmax(-1))
             tokens = torch.cat([tokens, step[:, None]], dim=1)
-            finished = finished | (step == SEP_ID)
+            finished = finished | (step == ids["sep"])
             if bool(finished.all()):
                 break
         return tokens

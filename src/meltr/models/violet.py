@@ -26,7 +26,7 @@ from meltr.models.layers import (
 )
 from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import masked_token_loss, pair_matching_loss
-from meltr.models.masking import mask_tokens, sample_negatives, sample_positions
+from meltr.models.masking import mask_tokens, sample_negatives, sample_positions, special_tokens
 
 VIOLET_TASKS: tuple[str, ...] = ("vtm", "mlm", "mvm")
 
@@ -92,6 +92,11 @@ class VioletConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption may have.", 64)
+    special_tokens: dict[str, int] = help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
     text_mask_prob: float = help_field("Share of the text tokens masked for MLM.", 0.15)
     patch_mask_prob: float = help_field("Share of the visual tokens masked for MVM.", 0.15)
     codebook_size: int = help_field("Codes of the fixed patch quantiser (DALL-E: 8192).", 256)
@@ -101,6 +106,7 @@ class VioletConfig:
     codebook_seed: int = help_field("Seed of the patch quantiser's prototypes.", 0)
 
     def __post_init__(self) -> None:
+        self.special_tokens = special_tokens(self.special_tokens)
         check_positive(
             self,
             "vocab_size",
@@ -194,7 +200,9 @@ class Violet(nn.Module):
         text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
         size, length = text.shape
         frames, patches = video.shape[1], self.patch_embedding.num_patches
-        masked_text, text_selected = mask_tokens(text, c.vocab_size, c.text_mask_prob, text_mask, generator)
+        masked_text, text_selected = mask_tokens(
+            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
+        )
         eligible = torch.ones(size, frames * patches, dtype=torch.bool, device=text.device)
         patch_selected = sample_positions(eligible, c.patch_mask_prob, generator)
         partner, has_partner = sample_negatives(size, batch.get("clip_id"), generator, text.device)

@@ -69,7 +69,10 @@ class FinetuneConfig:
         "Meta batches: replay (buffer of training batches) or split (the meta split).", "replay"
     )
     meta_every: int = help_field("Inner steps between meta steps.", 3)
-    gamma: float = help_field("Regulariser strength in L_pri.", 0.1)
+    reg_weight: float = help_field(
+        "Weight of the regulariser |M(l) - sum_t l_t| in L_pri (the paper's gamma; 'gamma' is accepted as an alias).",
+        0.1,
+    )
     direct_term: bool = help_field("Include the regulariser's direct d/dphi term (the official code drops it).", True)
     reg_batch: str = help_field(
         "Batch the regulariser is evaluated on: meta (with l_0) or train (the train-side batch, as the official code).",
@@ -80,6 +83,16 @@ class FinetuneConfig:
         "batch (lookahead/* columns; about three training steps each); 0: never.",
         0,
     )
+    replay_size: int = help_field("Training batches kept for replayed meta batches (the official code's 10).", 10)
+    clip_norm: float | None = help_field("Clip the hypergradient to this norm (official: 50; null: no clipping).", 50.0)
+    on_nonfinite: str = help_field(
+        "A step with non-finite losses or gradients: skip (with a warning) or raise.", "skip"
+    )
+    hypergrad_scope: list[str] | None = help_field(
+        "Backbone parameter names / fnmatch patterns the hypergradient differentiates through (null: all).", None
+    )
+    fd_scale: float = help_field("Relative step ||e v|| / ||w|| of the finite_difference backend.", 1e-5)
+    track_sensitivity: bool = help_field("Log the mean dM/dl_t of every task at every step (Fig. 4).", True)
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -91,6 +104,13 @@ class FinetuneConfig:
     val_clips: int | None = help_field("Validate on at most this many clips of the meta split (None: all).", None)
     seed: int = help_field("Seed of the initialisation of heads and combiner, the batch order and the masks.", 0)
     world: dict[str, Any] = help_field("WorldConfig fields to change (e.g. n_train, seed).", factory=dict)
+    data: dict[str, Any] = help_field(
+        "A dataset on disk instead of the world: {format: msrvtt, root: DIR, ...} with the fields of "
+        "meltr.data.formats.ReadOptions and the format's own (docs/data.md), and tokenizer: wordpiece (BERT's "
+        "uncased WordPiece, the default) or world (the world's words, for a world exported with meltr world "
+        "export). Empty: the synthetic world.",
+        factory=dict,
+    )
     threads: int | None = help_field("torch threads (None: torch's default).", None)
     device: str = help_field("Where to train: cpu, cuda or auto (cuda when available).", "cpu")
     precision: str | int = help_field(
@@ -126,7 +146,11 @@ class FinetuneConfig:
             ("meta_every", self.meta_every >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("meta_lr", self.meta_lr > 0, "positive"),
-            ("gamma", self.gamma >= 0, "non-negative"),
+            ("reg_weight", self.reg_weight >= 0, "non-negative"),
+            ("replay_size", self.replay_size >= 1, "at least 1"),
+            ("clip_norm", self.clip_norm is None or self.clip_norm > 0, "positive or null"),
+            ("on_nonfinite", self.on_nonfinite in ("skip", "raise"), "'skip' or 'raise'"),
+            ("fd_scale", self.fd_scale > 0, "positive"),
             ("reg_batch", self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
             ("lookahead_every", self.lookahead_every >= 0, "0 (never) or positive"),
             ("device", self.device in ("cpu", "cuda", "auto"), "cpu, cuda or auto"),
@@ -140,10 +164,27 @@ class FinetuneConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"config field {name!r} must be {expected}, got {getattr(self, name)!r}")
+        if self.data:
+            from meltr.data.formats import READERS
+
+            if self.world:
+                raise ValueError("config fields 'world' and 'data' exclude each other: a run reads one dataset")
+            missing = [key for key in ("format", "root") if key not in self.data]
+            if missing:
+                raise ValueError(f"config field 'data' needs {missing}, e.g. data: {{format: msrvtt, root: DIR}}")
+            if self.data["format"] not in READERS:
+                raise ValueError(
+                    f"config field 'data.format' must be one of {READERS.names()}, got {self.data['format']!r}"
+                )
+            if self.data.get("tokenizer", "wordpiece") not in ("wordpiece", "world"):
+                raise ValueError(
+                    f"config field 'data.tokenizer' must be wordpiece or world, got {self.data['tokenizer']!r}"
+                )
         return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> FinetuneConfig:
+        values = _resolve_aliases(values, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -173,6 +214,41 @@ class FinetuneConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_root) / self.name
+
+
+LEARNER_FIELDS: tuple[str, ...] = (
+    "meta_every",
+    "reg_weight",
+    "hypergrad",
+    "hypergrad_options",
+    "backend",
+    "meta_source",
+    "direct_term",
+    "seed",
+    "reg_batch",
+    "lookahead_every",
+    "replay_size",
+    "clip_norm",
+    "on_nonfinite",
+    "hypergrad_scope",
+    "fd_scale",
+    "track_sensitivity",
+)
+"""The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
+
+ALIASES: dict[str, str] = {"gamma": "reg_weight"}
+"""Older names of fields, still read: ``gamma`` is the regulariser weight (the curriculum has a gamma of its own)."""
+
+
+def _resolve_aliases(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with every alias renamed to its field; an alias next to its field is an error naming both."""
+    values = dict(values)
+    for alias, name in ALIASES.items():
+        if alias in values:
+            if name in values:
+                raise ValueError(f"{source}: give {name!r} or its alias {alias!r}, not both")
+            values[name] = values.pop(alias)
+    return values
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
@@ -212,6 +288,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
         value = yaml_load(raw)
         target = values
         parts = key.strip().split(".")
+        parts[0] = ALIASES.get(parts[0], parts[0])
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
@@ -221,13 +298,30 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
 
 # -- building the pieces -----------------------------------------------------------------------------------------
 def build_world(config: FinetuneConfig):
+    """The run's data: the world of ``config.world``, or the dataset on disk of ``config.data``."""
     from meltr.data import WorldConfig, make_world
+
+    if config.data:
+        return build_corpus(config.data)
 
     values = {"n_pretrain": 0, **config.world}
     try:
         return make_world(WorldConfig(**values))
     except TypeError as error:
         raise ValueError(f"config field 'world': {error}") from None
+
+
+def build_corpus(data: dict[str, Any]):
+    """Read the dataset of a recipe's ``data`` block (:func:`meltr.data.formats.read_dataset`)."""
+    from meltr.data import world_tokenizer
+    from meltr.data.formats import read_dataset
+
+    options = dict(data)
+    fmt, root, tokenizer = options.pop("format"), options.pop("root"), options.pop("tokenizer", "wordpiece")
+    try:
+        return read_dataset(fmt, root, tokenizer=world_tokenizer() if tokenizer == "world" else None, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"config field 'data': {error}") from None
 
 
 def checkpoint_file(config: FinetuneConfig) -> Path | None:
@@ -286,6 +380,9 @@ def build_backbone_for(config: FinetuneConfig, world) -> torch.nn.Module:
         return build_hf_backbone_for(config, world)
     if config.checkpoint == "none":
         shape = {"image_size": world.config.image_size}
+        special = getattr(world.tokenizer, "special_ids", None)
+        if special is not None and "special_tokens" not in config.backbone_options:
+            shape["special_tokens"] = special  # a real-text tokenizer's [CLS], [SEP], [MASK] ids
         return build_backbone(
             config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **shape, **config.backbone_options
         )
@@ -359,7 +456,10 @@ def finetune(
     world = world if world is not None else build_world(config)
     torch.manual_seed(config.seed)
     backbone = build_backbone_for(config, world)
-    model = build_task(config.task, backbone, backbone_name(config), **config.task_options)
+    task_options = dict(config.task_options)
+    if config.task == "qa" and getattr(world, "answers", ()):
+        task_options.setdefault("num_answers", len(world.answers))  # the dataset's answer vocabulary
+    model = build_task(config.task, backbone, backbone_name(config), **task_options)
     device = torch.device(resolve_device(config.device))
     model.to(device)
     combiner = build_combiner(config.combiner, model.tasks, model.primary_task, **config.combiner_options).to(device)
@@ -386,18 +486,9 @@ def finetune(
         combiner,
         optimizer,
         meta_optimizer=meta_optimizer,
-        meta_every=config.meta_every,
-        gamma=config.gamma,
-        hypergrad=config.hypergrad,
-        hypergrad_options=config.hypergrad_options,
-        backend=config.backend,
-        meta_source=config.meta_source,
         meta_data=meta_data,
-        direct_term=config.direct_term,
-        seed=config.seed,
-        reg_batch=config.reg_batch,
-        lookahead_every=config.lookahead_every,
         lookahead_data=lookahead_data,
+        **{name: getattr(config, name) for name in LEARNER_FIELDS},
         precision=precision,
         grad_scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
         max_grad_norm=config.max_grad_norm,
@@ -422,6 +513,9 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     saved_config.write_text(yaml.safe_dump(config.as_dict(), sort_keys=False))
     saved_start.write_text(json.dumps(start, indent=1))
+    if getattr(world, "provenance", None):
+        # real data has no meta split: where it came from (e.g. a seeded share of train, its ids) is recorded
+        (run_dir / "data.json").write_text(json.dumps(world.provenance, indent=1))
 
     evaluated = world if device.type == "cpu" else _OnDevice(world, device)
     bar = tqdm(

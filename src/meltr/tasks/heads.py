@@ -24,19 +24,23 @@ class QuestionAnswering(TaskModel):
 
     Args:
         qa_types: which question types to train and test on (default: all of ``QA_TYPES``).
+        num_answers: size of the answer vocabulary (default: the world's, ``len(ANSWERS)``; a dataset on disk
+            has its own, ``corpus.answers``).
     """
 
     name = "qa"
     metric = "accuracy"
 
-    def __init__(self, backbone, backbone_name: str, qa_types: list[str] | None = None) -> None:
+    def __init__(
+        self, backbone, backbone_name: str, qa_types: list[str] | None = None, num_answers: int | None = None
+    ) -> None:
         super().__init__(backbone, backbone_name)
         self.qa_types = list(qa_types or QA_TYPES)
         unknown = sorted(set(self.qa_types) - set(QA_TYPES))
         if unknown:
             raise ValueError(f"qa: unknown qa_types {unknown}; choose from {list(QA_TYPES)}")
         width = _fused_width(backbone)
-        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, len(ANSWERS)))
+        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, num_answers or len(ANSWERS)))
         self.primary_task = "qa"
         self.tasks = ("qa", *self.tasks)
 
