@@ -29,6 +29,7 @@ def test_the_plain_loop_example_runs_meta_steps():
     assert "6 micro-batches, 3 optimiser steps, 1 meta steps, 0 skipped" in run("plain_loop.py", "--steps", "6")
 
 
+@pytest.mark.slow
 def test_the_hf_trainer_example_runs_meta_steps(tmp_path):
     pytest.importorskip("transformers")
     assert "global_step 8, 8 inner steps, 4 meta steps" in run("hf_trainer.py", "--output-dir", str(tmp_path))

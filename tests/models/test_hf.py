@@ -17,7 +17,7 @@ from backbone_helpers import VOCAB_SIZE, random_batch
 
 from meltr.combine import MetaLossTransformer
 from meltr.contract import stack_task_losses
-from meltr.hypergrad import MetaProblem, build_estimator
+from meltr.hypergrad import BACKENDS, MetaProblem, build_estimator
 from meltr.learner import AuxiliaryLearner
 from meltr.models.hf import HFConfig, HFVideoText, build_hf_backbone, save_hf_backbone, tiny_random_towers
 
@@ -87,7 +87,7 @@ def test_the_three_hypergradient_backends_agree_through_the_towers(kind):
     results = {}
     for backend in ("double_backward", "jvp", "finite_difference"):
         torch.manual_seed(11)
-        problem = MetaProblem(model, combiner, names, train, meta, backend=backend)
+        problem = MetaProblem(model, combiner, names, train, meta, backend=BACKENDS.get(backend))
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
             results[backend] = torch.cat([g.flatten() for g in build_estimator("identity")(problem)])
     reference = results["double_backward"]
@@ -146,7 +146,12 @@ def test_real_minilm_text_weights_as_the_text_tower(tmp_path):
     video = tiny_random_towers("bert+clip", VOCAB_SIZE)["video"]
     video.save_pretrained(tmp_path / "video")
     model = build_hf_backbone(text=directory, video=tmp_path / "video", **SMALL)
-    assert {k: model.special[k] for k in ("pad", "cls", "sep", "mask")} == {"pad": 0, "cls": 101, "sep": 102, "mask": 103}
+    assert {k: model.special[k] for k in ("pad", "cls", "sep", "mask")} == {
+        "pad": 0,
+        "cls": 101,
+        "sep": 102,
+        "mask": 103,
+    }
     shipped = load_file(directory / "model.safetensors")
     loaded = model.text_tower.state_dict()
     matched = [k for k in shipped if k.removeprefix("bert.") in loaded]
@@ -166,7 +171,7 @@ def test_real_minilm_text_weights_as_the_text_tower(tmp_path):
     results = {}
     for backend in ("double_backward", "jvp"):
         torch.manual_seed(11)
-        problem = MetaProblem(model, combiner, names, batch, batch, backend=backend)
+        problem = MetaProblem(model, combiner, names, batch, batch, backend=BACKENDS.get(backend))
         results[backend] = torch.cat([g.flatten() for g in build_estimator("identity")(problem)])
     error = (results["jvp"] - results["double_backward"]).norm() / results["double_backward"].norm()
     assert float(error) < 1e-4

@@ -178,18 +178,13 @@ class HFVideoText(nn.Module):
         if len(given) != 1 or (given == ["towers"] and (text is None or video is None)):
             raise ValueError("give exactly one of: text= and video=, clip=, or xclip=")
         self.source = given[0]
-        if xclip is not None:
-            self.xclip = _eager(xclip)
-            text_config, vision_config = xclip.config.text_config, xclip.config.vision_config
-            text_width, token_width, self.video_kind = text_config.hidden_size, vision_config.hidden_size, "xclip"
+        if self.source in ("clip", "xclip"):  # one model holds both towers
+            joint = _eager(clip if clip is not None else xclip)
+            setattr(self, self.source, joint)
+            text_config, vision_config = joint.config.text_config, joint.config.vision_config
+            text_width, token_width, self.video_kind = text_config.hidden_size, vision_config.hidden_size, self.source
             self.vocab_size, self.image_size = text_config.vocab_size, vision_config.image_size
-            self.bidirectional = False
-        elif clip is not None:
-            self.clip = _eager(clip)
-            text_config, vision_config = clip.config.text_config, clip.config.vision_config
-            text_width, token_width, self.video_kind = text_config.hidden_size, vision_config.hidden_size, "clip"
-            self.vocab_size, self.image_size = text_config.vocab_size, vision_config.image_size
-            self.bidirectional = False
+            self.bidirectional = False  # CLIP-style text encoders are causal
         else:
             if getattr(text, "pooler", None) is not None:
                 # BERT's pooler feeds no loss here; an unused parameter would stall DDP's reducer.
