@@ -233,6 +233,8 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "hypergrad_scope",
     "fd_scale",
     "track_sensitivity",
+    "max_grad_norm",
+    "accumulate",
 )
 """The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
 
@@ -491,8 +493,6 @@ def finetune(
         **{name: getattr(config, name) for name in LEARNER_FIELDS},
         precision=precision,
         grad_scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
-        max_grad_norm=config.max_grad_norm,
-        accumulate=config.accumulate,
     )
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
