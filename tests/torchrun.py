@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(worker: str | Path, *args: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(worker: str | Path, *args: str, processes: int = 2, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``worker`` (a script path) with ``args`` on ``processes`` ranks; the test's ``sys.path`` is kept."""
     command = [
         sys.executable,
@@ -27,13 +29,22 @@ def torchrun(worker: str | Path, *args: str, processes: int = 2, timeout: int = 
         str(worker),
         *args,
     ]
-    return subprocess.run(
+    # A session of its own, so that a timeout ends the ranks too (torchrun's workers outlive a killed launcher).
+    process = subprocess.Popen(
         command,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def load_ranks(out_dir: Path, processes: int = 2) -> list[dict]:
