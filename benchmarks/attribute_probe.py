@@ -19,7 +19,7 @@ import torch
 from meltr.analysis.probe import ATTRIBUTES, caption_mentions, video_attribute_probe
 from meltr.data import make_world
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.checkpoint import load_pretrained
+from meltr.training.backbones import load_pretrained
 
 
 def _shown(path: Path) -> str:

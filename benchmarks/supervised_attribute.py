@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meltr._yaml import parse_assignments
 from meltr.analysis.probe import ATTRIBUTES, subject_attributes
+from meltr.config import parse_assignments
 from meltr.data import make_world
 from meltr.models import build_backbone
 from meltr.models.univl import FRAME_STEMS

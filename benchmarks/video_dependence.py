@@ -14,7 +14,7 @@ import torch
 
 from meltr.data import make_world
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.checkpoint import load_pretrained
+from meltr.training.backbones import load_pretrained
 
 
 @torch.no_grad()

@@ -65,8 +65,11 @@ def train(model, estimator, backend, rank=0, world=1):
         replay_size=3,
         seed=0,
     )
+    learner.meta_history = []  # (L_pri, l_0, L_reg) of every meta step, as MetaStats report them
     for batch in global_batches():
-        learner.step(shard(batch, rank, world))
+        meta = learner.step(shard(batch, rank, world)).meta
+        if meta is not None:
+            learner.meta_history.append((meta.primary_loss, meta.primary_task_loss, meta.regulariser))
     return learner
 
 
@@ -92,6 +95,7 @@ def main(out_dir: str, estimator: str, backend: str) -> None:
             "combiner": learner.combiner.state_dict(),
             "meta_steps": learner.meta_steps,
             "skipped": learner.skipped_steps,
+            "meta_history": learner.meta_history,
         },
         f"{out_dir}/rank{rank}.pt",
     )

@@ -22,6 +22,11 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path, estimator, ba
         learner = ddp_worker.train(model, estimator, backend)
     assert learner.meta_steps == ranks[0]["meta_steps"] == ranks[1]["meta_steps"] == 3
     assert learner.skipped_steps == ranks[0]["skipped"] == ranks[1]["skipped"] == 1
+    # MetaStats are averaged over ranks: both ranks report the single process's values on the global batch.
+    assert ranks[0]["meta_history"] == ranks[1]["meta_history"]
+    torch.testing.assert_close(
+        torch.tensor(ranks[0]["meta_history"]), torch.tensor(learner.meta_history), rtol=1e-6, atol=1e-9
+    )
 
     assert_ranks_match(ranks, {"model": model.state_dict(), "combiner": learner.combiner.state_dict()})
     # The test has teeth: meta steps moved the combiner away from its initial weights.

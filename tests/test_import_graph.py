@@ -3,7 +3,8 @@ included, those under ``if TYPE_CHECKING:`` left out), parsed with :mod:`ast`, n
 
 - the library never imports the recipes wing or the command line;
 - no import cycle between modules, nor between the rooms (``meltr.models``, ``meltr.combine``, ...);
-- ``models`` stands on nothing of meltr but the shared ``_registry`` / ``_yaml`` / ``contract`` helpers.
+- ``models`` stands on nothing of meltr but the shared ``_registry`` / ``_yaml`` / ``config`` / ``contract``
+  helpers, and ``config`` (the one config system) on nothing but ``_yaml``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import meltr
 
 SOURCE = Path(meltr.__file__).resolve().parent
 ABOVE_THE_LIBRARY = ("meltr.recipes", "meltr.cli")
-MODELS_MAY_IMPORT = ("meltr.models", "meltr._registry", "meltr._yaml", "meltr.contract")
+MODELS_MAY_IMPORT = ("meltr.models", "meltr._registry", "meltr._yaml", "meltr.config", "meltr.contract")
 
 
 def module_name(path: Path) -> str:
@@ -129,3 +130,7 @@ def test_models_import_nothing_above_them():
 
 def test_no_import_cycle_between_modules():
     assert find_cycle(GRAPH) is None
+
+
+def test_the_config_system_stands_on_yaml_only():
+    assert {t for t in GRAPH["meltr.config"] if t != "meltr.config"} <= {"meltr._yaml"}

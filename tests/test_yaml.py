@@ -1,8 +1,10 @@
 """Recipes, overrides and saved configs read ``1e-3`` as a float (YAML 1.2), not as PyYAML's string."""
 
 import pytest
+import yaml
 
-from meltr._yaml import load, parse_assignments
+from meltr._yaml import load
+from meltr.config import ConfigError, parse_assignments
 
 
 @pytest.mark.parametrize(
@@ -30,5 +32,13 @@ def test_assignments_and_their_errors():
         "temperature": 0.05,
         "name": "x",
     }
-    with pytest.raises(SystemExit, match=r"meltr pretrain: --set expects KEY=VALUE, got 'dim'"):
+    with pytest.raises(ConfigError, match=r"meltr pretrain: --set expects KEY=VALUE, got 'dim'"):
         parse_assignments(["dim"], "--set", "pretrain")
+
+
+def test_duplicate_keys_are_refused_at_any_depth_and_merge_keys_still_work():
+    with pytest.raises(yaml.YAMLError, match=r"duplicate key 'lr' \(line 2\)"):
+        load("lr: 1e-4\nlr: 1e-3\n")
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'seed'"):
+        load("world: {seed: 1, seed: 2}\n")
+    assert load("base: &b {a: 1}\nuse: {<<: *b, c: 2}\n")["use"] == {"a": 1, "c": 2}

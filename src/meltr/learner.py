@@ -30,8 +30,9 @@ from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
-from meltr.hypergrad.backends import Backend
+from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.estimators import Estimator
+from meltr.hypergrad.problem import DEFAULT_FD_SCALE, DEFAULT_REG_WEIGHT
 
 
 class NonFiniteLossWarning(UserWarning):
@@ -208,7 +209,9 @@ class AuxiliaryLearner:
         hypergrad_scope: restrict ``w`` in the hypergradient to these parameter names / patterns.
         fd_scale: relative step of the finite-difference backend.
         track_sensitivity: report the mean ``dM/dl_t`` per task at every step.
-        seed: seed of the replay buffer's sampling.
+        seed: seed of the replay buffer's sampling and of the meta steps' own random stream (a meta step's
+            dropout and masks never draw from the global generator, so the model's own stream is the same with
+            meta steps on or off).
         reg_batch: the batch the regulariser is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the
             train-side batch, as the official UniVL and Violet code do).
         lookahead_every: every this many meta steps, check whether the step helped (see :meth:`lookahead_check`);
@@ -242,10 +245,10 @@ class AuxiliaryLearner:
         *,
         meta_optimizer: torch.optim.Optimizer | None = None,
         meta_every: int = 3,
-        reg_weight: float = 0.1,
+        reg_weight: float = DEFAULT_REG_WEIGHT,
         hypergrad: str | Estimator = "identity",
         hypergrad_options: Mapping[str, Any] | None = None,
-        backend: str | Backend = "jvp",
+        backend: str | Backend = jvp,
         meta_source: Literal["replay", "split"] = "replay",
         meta_data: Iterable[Any] | None = None,
         replay_size: int = 10,
@@ -253,7 +256,7 @@ class AuxiliaryLearner:
         clip_norm: float | None = 50.0,
         on_nonfinite: Literal["skip", "raise"] = "skip",
         hypergrad_scope: Sequence[str] | None = None,
-        fd_scale: float = 1e-5,
+        fd_scale: float = DEFAULT_FD_SCALE,
         track_sensitivity: bool = True,
         seed: int = 0,
         reg_batch: Literal["meta", "train"] = "meta",
@@ -314,6 +317,7 @@ class AuxiliaryLearner:
         self._group: list[Any] = []  # micro-batches of the optimiser step under way
         self._meta = _Batches(meta_data, "meta_data")
         self.replay = ReplayBuffer(replay_size, seed, storage)
+        self.meta_generator = torch.Generator().manual_seed(seed + 0x5EED)
         self.direct_term = direct_term
         self.clip_norm = clip_norm
         self.on_nonfinite = on_nonfinite
@@ -410,10 +414,13 @@ class AuxiliaryLearner:
             return self.meta_step()
         return None
 
-    def meta_step(self) -> MetaStats:
-        """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13)."""
-        train_batch = self.replay.sample()
-        meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
+    def hypergradient(self, train_batch: Any, meta_batch: Any) -> tuple[list[Tensor], MetaStats]:
+        """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
+
+        The model, the combiner, their optimisers and the global random stream are left as they were: the forward
+        passes draw their dropout and masks from the learner's own meta generator, which this call advances.
+        Under DDP the hypergradient and the statistics are averaged over ranks.
+        """
         problem = MetaProblem(
             model=unwrap(self.model),
             combiner=self.combiner,
@@ -429,25 +436,35 @@ class AuxiliaryLearner:
             fd_scale=self.fd_scale,
             reg_batch=self.reg_batch,
         )
+        seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
         # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
         # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
         # Accelerate's mixed precision wraps the backbone's forward).
         with (
+            torch.random.fork_rng(devices=[]),
             sdpa_kernel(SDPBackend.MATH),
             torch.autocast(self.device_type, enabled=False),
             original_forward(unwrap(self.model)),
         ):
+            torch.manual_seed(seed)
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))
+        names = ("primary_loss", "primary_task_loss", "regulariser")
+        values = torch.tensor([problem.stats.get(name, math.nan) for name in names], dtype=torch.float64)
+        averaged = dict(zip(names, all_reduce_mean([values])[0].tolist(), strict=True))
         stats = MetaStats(
-            primary_loss=problem.stats.get("primary_loss", math.nan),
-            primary_task_loss=problem.stats.get("primary_task_loss", math.nan),
-            regulariser=problem.stats.get("regulariser", math.nan),
+            **averaged,
             hypergrad_norm=norm,
-            extras={
-                k: v for k, v in problem.stats.items() if k not in ("primary_loss", "primary_task_loss", "regulariser")
-            },
+            extras={k: v for k, v in problem.stats.items() if k not in names},
         )
+        return hypergrad, stats
+
+    def meta_step(self) -> MetaStats:
+        """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13)."""
+        train_batch = self.replay.sample()
+        meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
+        hypergrad, stats = self.hypergradient(train_batch, meta_batch)
+        norm = stats.hypergrad_norm
         if not math.isfinite(norm) or not math.isfinite(stats.primary_loss):
             self._handle_nonfinite("meta step: the hypergradient or L_pri is not finite; the combiner is unchanged")
             self.skipped_meta_steps += 1
@@ -547,6 +564,7 @@ class AuxiliaryLearner:
                 for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps", "overflow_steps")
             },
             "replay_generator": self.replay.generator.get_state(),
+            "meta_generator": self.meta_generator.get_state(),
             # Groups of micro-batches as plain dicts, so that the state loads with torch.load(weights_only=True).
             "replay_batches": [_plain(b) for b in self.replay.batches] if self.replay_in_checkpoint else [],
         }
@@ -558,6 +576,8 @@ class AuxiliaryLearner:
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.replay.generator.set_state(state["replay_generator"])
+        if "meta_generator" in state:
+            self.meta_generator.set_state(state["meta_generator"])
         self.replay.batches.clear()
         self.replay.batches.extend(_grouped(b) for b in state.get("replay_batches", []))
 
@@ -569,6 +589,8 @@ class AuxiliaryLearner:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None):
             out = self.model(batch)
+        if self.steps == 1:
+            _require_grad(out)
         stacked = self.combiner.stack(out)
         return stacked.float() if stacked.dtype in (torch.float16, torch.bfloat16) else stacked
 
@@ -652,6 +674,16 @@ def _grouped(record: Any) -> Any:
     if isinstance(record, dict) and set(record) == {"micro_batches"}:
         return MicroBatches(record["micro_batches"])
     return record
+
+
+def _require_grad(outputs: Mapping[str, Tensor]) -> None:
+    """Refuse task losses that cannot train anything (checked at the first step)."""
+    frozen = [task for task, loss in outputs.items() if not loss.requires_grad]
+    if frozen:
+        raise ValueError(
+            f"the losses of {frozen} do not require grad, so no step would change the model; unfreeze the "
+            "parameters they depend on (requires_grad=True) and do not compute them under torch.no_grad()"
+        )
 
 
 __all__ = [

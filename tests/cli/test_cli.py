@@ -32,7 +32,7 @@ def test_evaluate_takes_a_recipe_and_its_overrides(capsys):
     from meltr.recipes.finetune import FinetuneConfig, zero_shot
 
     recipe = config_path("tiny")
-    overrides = ["world.n_train=4", "world.n_meta=4", "world.n_test=24", "world.downstream.channel_order=bgr"]
+    overrides = ["world.n_train=16", "world.n_meta=4", "world.n_test=24", "world.downstream.channel_order=bgr"]
     assert main(["evaluate", "--config", "tiny", *overrides]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["clips"] == 24 and printed["task"] == "retrieval"

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from meltr.models import BACKBONES, pretrained_path
-from meltr.training.checkpoint import load_checkpoint, load_pretrained
+from meltr.training.backbones import load_pretrained
+from meltr.training.checkpoint import load_checkpoint
 
 AT_CHANCE = "single-stream VTM stays at chance (benchmarks/matching_saddle.py)"
 

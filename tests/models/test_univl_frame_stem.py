@@ -9,7 +9,7 @@ from backbone_helpers import random_batch, tiny
 
 from meltr.models import UniVL, UniVLConfig
 from meltr.models.univl import UNIVL_TASKS, ConvFrameStem, PooledConvFrameStem
-from meltr.training.checkpoint import load_pretrained, save_pretrained
+from meltr.training.backbones import load_pretrained, save_pretrained
 
 
 def test_the_conv_stem_gives_one_feature_per_frame_that_depends_on_where_things_are():

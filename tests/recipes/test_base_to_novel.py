@@ -30,7 +30,7 @@ from meltr.recipes.base_to_novel import (
     write_markdown,
 )
 from meltr.tasks.prompts import PromptClassification, prompt_accuracy
-from meltr.training.checkpoint import load_pretrained
+from meltr.training.backbones import load_pretrained
 
 TINY = {
     "train_clips": 96,

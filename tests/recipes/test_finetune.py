@@ -13,7 +13,7 @@ from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_hf", "tiny_msrvtt_disk", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_msrvtt_disk", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
@@ -45,17 +45,10 @@ def test_overrides_set_fields_and_nested_options():
         ("epochs=0", "'epochs' must be at least 1"),
         ("learning_rate=1", "unknown field"),
         ("hypergrad=aid", "'hypergrad' must be one of"),
-        ("lr=fast", r"tiny\.yaml: field 'lr' must be float, got 'fast'"),
-        ("epochs=2.5", "field 'epochs' must be int, got 2.5"),
-        ("eval_clips=all", "field 'eval_clips' must be int or null"),
+        ("lr=fast", r"tiny\.yaml: field 'lr' must be a number, got 'fast'"),
+        ("epochs=2.5", "field 'epochs' must be an integer, got 2.5"),
+        ("eval_clips=all", "field 'eval_clips' must be an integer or null"),
         ("world=3", "field 'world' must be dict"),
-        ("device=tpu", "'device' must be cpu, cuda or auto"),
-        ("precision=16", "'precision' must be 32, bf16 or fp16"),
-        ("lr_schedule=step", "'lr_schedule' must be one of"),
-        ("accumulate=0", "'accumulate' must be at least 1"),
-        ("max_grad_norm=0", "'max_grad_norm' must be positive or null"),
-        ("backbone=bert", "'backbone' must be one of"),
-        ("backbone={hf: 3}", "'backbone' must be one of"),
     ],
 )
 def test_bad_recipes_name_the_field(override, message):
@@ -87,9 +80,7 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     from meltr.recipes import finetune as recipe
 
     # every keyword of the learner that is not an object the recipe builds is a field of the config
-    built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma", "backward", "grad_scaler", "precision"}
-    # replay storage is a loop-level choice the recipe keeps at its default (whole batches on the device)
-    built |= {"replay_storage", "replay_fetch", "replay_index_key", "replay_in_checkpoint"}
+    built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma"}
     options = [p for p in inspect.signature(AuxiliaryLearner).parameters.values() if p.kind is p.KEYWORD_ONLY]
     assert {p.name for p in options} - built == set(recipe.LEARNER_FIELDS)
     assert set(recipe.LEARNER_FIELDS) <= set(FinetuneConfig.__dataclass_fields__)
@@ -172,7 +163,7 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert (run_dir / "analysis" / "meta_signal.png").exists()
 
 
-def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, caplog):
     base = [
         "checkpoint=none",
         "size=tiny",
@@ -192,9 +183,10 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path):
     config_file = tmp_path / "b" / "tiny" / "config.yaml"
     config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "epochs": 2}, sort_keys=False))
     second = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'b'}"])
-    lines = []
-    resumed = finetune(second, progress=False, log=lines.append)
-    assert lines[0].startswith("resumed")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="meltr"):
+        resumed = finetune(second, progress=False)
+    assert caplog.messages[0].startswith("resumed")
     assert resumed.test == reference.test
     steps_a = json.loads((tmp_path / "a" / "tiny" / "steps.json").read_text())
     steps_b = json.loads((tmp_path / "b" / "tiny" / "steps.json").read_text())
@@ -223,7 +215,7 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
     """Same recipe, new weights in the checkpoint file: the run directory of the old weights is refused, untouched."""
     from meltr.data import make_world
     from meltr.models import build_backbone
-    from meltr.training.checkpoint import save_pretrained
+    from meltr.training.backbones import save_pretrained
 
     world = make_world(n_pretrain=0, n_train=32, n_meta=16, n_test=16)
     weights = tmp_path / "backbone.pt"
@@ -248,40 +240,3 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
         finetune(config, progress=False)
     assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()} == before
     assert json.loads((config.run_dir / "start.json").read_text()) == start
-
-
-def test_the_transformers_recipe_runs_end_to_end_with_its_loop_options(tmp_path):
-    pytest.importorskip("transformers")
-    config = FinetuneConfig.load(config_path("tiny_hf"), ["epochs=1", "world.n_test=16", f"out_root={tmp_path}"])
-    result = finetune(config, progress=False)
-    steps = json.loads((result.run_dir / "steps.json").read_text())
-    # 64 clips / 8 = 8 micro-batches, accumulate 2: 4 optimiser steps, meta_every 2: 2 meta steps, none skipped
-    assert len(steps) == 8 and sum("meta/hypergrad_norm" in row for row in steps) == 2
-    assert not any(row["skipped"] for row in steps) and "t2v/R@1" in result.test
-    assert {"loss/vtc_t2v", "loss/vtm", "loss/mlm"} <= set(steps[0])
-    state = torch.load(result.run_dir / "last.pt", weights_only=True)
-    assert state["scheduler"]["last_epoch"] == 4  # one scheduler step per optimiser step
-
-
-def test_an_hf_backbone_directory_is_read_and_a_missing_one_is_named(tmp_path):
-    pytest.importorskip("transformers")
-    from meltr.models.hf import save_hf_backbone, tiny_random_backbone
-    from meltr.recipes.finetune import build_backbone_for, build_world
-
-    config = FinetuneConfig.load(config_path("tiny_hf"), [f"backbone={{hf: {tmp_path / 'missing'}}}"])
-    world = build_world(config)
-    with pytest.raises(ValueError, match=r"config field 'backbone'.*no such backbone directory"):
-        build_backbone_for(config, world)
-    saved = save_hf_backbone(tiny_random_backbone(world.tokenizer.vocab_size, mlm=False), tmp_path / "towers")
-    config = FinetuneConfig.load(config_path("tiny_hf"), [f"backbone={{hf: {saved}}}"])
-    assert build_backbone_for(config, world).tasks == ("vtc_t2v", "vtc_v2t", "vtm")
-
-
-@pytest.mark.parametrize(
-    ("kind", "factors"), [("linear", [0.5, 1.0, 1.0, 2 / 3, 1 / 3, 0.0]), ("cosine", [0.5, 1.0, 1.0, 0.75, 0.25, 0.0])]
-)
-def test_learning_rate_schedules_warm_up_then_decay(kind, factors):
-    from meltr.training.schedule import schedule_factor
-
-    got = [schedule_factor(kind, step, 2, 5) for step in range(6)]  # 2 warm-up steps, decay to 0 at step 5
-    assert got == pytest.approx(factors)

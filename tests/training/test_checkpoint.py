@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from meltr.models import build_backbone
-from meltr.training.checkpoint import atomic_save, load_checkpoint, load_pretrained, save_pretrained
+from meltr.training.backbones import load_pretrained, save_pretrained
+from meltr.training.checkpoint import atomic_save, load_checkpoint
 
 
 def test_atomic_save_writes_the_payload_and_leaves_no_temporary_file(tmp_path):

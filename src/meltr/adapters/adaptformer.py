@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
 from meltr.adapters.layouts import adapted_indices, adapter_sites, check_unadapted, freeze
-from meltr.models.base import help_field
+from meltr.config import help_field
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,8 @@ def _adapted_root(model: nn.Module) -> nn.Module | None:
 def save_adapter(model: nn.Module, path: str | Path) -> None:
     """Save the adapter's weights (only them) and its config to ``path``.
 
-    The file is a ``torch.save`` of ``{"format", "adapter": name, "config": {...}, "state": {name: tensor}}``;
+    The file is a ``torch.save`` of ``{"format", "adapter": name, "config": {...}, "state": {name: tensor}}``, or,
+    for a ``.safetensors`` path, a safetensors file of ``state`` whose metadata hold the rest (as JSON);
     ``state`` holds exactly :func:`adapter_parameter_names` of the adapted backbone (names relative to it, so a file
     saved from a wrapper such as :class:`~meltr.adapters.ConsistencyTask` loads into a bare backbone).
     """
@@ -230,15 +232,19 @@ def save_adapter(model: nn.Module, path: str | Path) -> None:
         _require_adapted(model)  # raises with the fix
         raise ValueError("the model's adapter blocks carry no adapter_method; inject adapters with inject_* functions")
     model, method, config = root, root.adapter_method, root.adapter_config
-    torch.save(
-        {
-            "format": ADAPTER_FILE_FORMAT,
-            "adapter": method,
-            "config": dataclasses.asdict(config),
-            "state": {k: v.clone() for k, v in adapter_state_dict(model).items()},
-        },
-        path,
-    )
+    payload = {
+        "format": ADAPTER_FILE_FORMAT,
+        "adapter": method,
+        "config": dataclasses.asdict(config),
+        "state": {k: v.detach().contiguous().clone() for k, v in adapter_state_dict(model).items()},
+    }
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        metadata = {key: json.dumps(value) for key, value in payload.items() if key != "state"}
+        save_file(payload["state"], str(path), metadata=metadata)
+        return
+    torch.save(payload, path)
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
@@ -251,7 +257,7 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
         ValueError: the saved method or config differs from the model's, or the saved keys are not exactly the
             model's adapter parameters.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = _read_adapter_file(Path(path))
     if saved.get("format") != ADAPTER_FILE_FORMAT:
         raise ValueError(f"{path} is not an adapter file of format {ADAPTER_FILE_FORMAT} (see save_adapter)")
     target = _adapted_root(model)
@@ -273,6 +279,21 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
         for name, value in saved["state"].items():
             named[name].copy_(value)
     return model
+
+
+def _read_adapter_file(path: Path) -> dict[str, Any]:
+    """The record of an adapter file (``torch.save`` read with ``weights_only=True``, or safetensors)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file, safe_open
+
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        return {**{k: json.loads(v) for k, v in metadata.items()}, "state": load_file(str(path))}
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable adapter file ({str(error).splitlines()[0]})") from None
+    return saved if isinstance(saved, dict) else {}
 
 
 def _as_fields(saved: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:

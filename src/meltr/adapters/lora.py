@@ -23,7 +23,7 @@ from torch import nn
 
 from meltr.adapters.base import ADAPTERS
 from meltr.adapters.layouts import adapted_indices, adapter_sites, freeze
-from meltr.models.base import help_field
+from meltr.config import help_field
 
 LORA_ADAPTER_NAME = "default"
 """peft's name of the one adapter :func:`inject_lora` adds (it appears in the parameter names)."""

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from meltr.adapters.base import ADAPTERS, AdaptedBlock, AdapterMergeError
 from meltr.adapters.layouts import adapted_indices, adapter_sites, check_unadapted, freeze, token_layouts
-from meltr.models.base import help_field
+from meltr.config import help_field
 from meltr.models.layout import TokenLayout, TokenLayouts
 
 MODALITIES: tuple[str, ...] = ("video", "text")

@@ -70,7 +70,7 @@ def analyze_run(run_dir: str | Path) -> list[Path]:
     steps = json.loads((run_dir / "steps.json").read_text())
     tasks = tuple(k.removeprefix("loss/") for k in steps[0] if k.startswith("loss/"))
     state = load_checkpoint(run_dir / "best.pt")
-    primary = _primary(config, tasks)
+    primary = _primary(run_dir, config)
     combiner = build_combiner(config["combiner"], tasks, primary, **config.get("combiner_options", {}))
     combiner.load_state_dict(state["combiner"])
     combiner.eval()
@@ -149,7 +149,13 @@ def write_meta_signal(steps: list[dict[str, Any]], folder: Path) -> list[Path]:
     return [*paths, folder / "meta_signal.png"]
 
 
-def _primary(config: dict[str, Any], tasks: tuple[str, ...]) -> str:
+def _primary(run_dir: Path, config: dict[str, Any]) -> str:
+    """The run's primary task as the run saved it (``run.json``); re-derived for runs written before it existed."""
+    from meltr.training.run_directory import read_run_info
+
+    saved = read_run_info(run_dir).get("primary_task")
+    if saved:
+        return saved
     if config["task"] == "retrieval":
         from meltr.models import build_backbone
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
-from tqdm import tqdm
+from meltr.cli._config import add_unsafe_load, print_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a pre-trained backbone on a downstream task with a loss combiner",
         description="Fine-tune a pre-trained backbone on a downstream task of the synthetic world with any loss "
         "combiner and hypergradient estimator, validate each epoch on the meta split, test the best checkpoint. "
-        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.recipes.finetune).",
+        "Rerunning the same command resumes an interrupted run. Fields: see FinetuneConfig (meltr.recipes.finetune). "
+        "The result is printed as JSON on stdout; logs and the progress bar go to stderr.",
     )
     parser.add_argument(
         "--config", required=True, help="a shipped config by name (e.g. tiny, demo_retrieval) or a YAML file"
@@ -23,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. seed=1 world.n_train=200"
     )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the run directory (sets out_root and name; default: out_root/name)"
+    )
+    add_unsafe_load(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -31,16 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from meltr.recipes import config_path
     from meltr.recipes.finetune import FinetuneConfig, finetune
 
-    try:
-        config = FinetuneConfig.load(config_path(args.config), args.overrides)
-        result = finetune(config, progress=not args.quiet, log=tqdm.write)
-    except ValueError as error:
-        print(f"meltr finetune: {error}", file=sys.stderr)
-        return 2
+    where = [f"out_root={args.out.parent}", f"name={args.out.name}"] if args.out is not None else []
+    config = FinetuneConfig.load(config_path(args.config), [*args.overrides, *where])
+    if args.print_config:
+        return print_config(config)
+    result = finetune(config, progress=not args.quiet, unsafe=args.unsafe_load)
     print(
         json.dumps(
             {
                 "run_dir": str(result.run_dir),
+                "primary_task": result.primary_task,
                 "best_epoch": result.best_epoch,
                 "seconds": round(result.seconds, 1),
                 "test": result.test,

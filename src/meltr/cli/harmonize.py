@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from meltr._yaml import parse_assignments
+from meltr.config import parse_assignments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -2,9 +2,11 @@
 losses.
 
 ``meltr pretrain --backbone univl --size tiny --steps 200 --out runs/pretrain-univl`` writes
-``runs/pretrain-univl/backbone.pt`` (read it with :func:`meltr.training.checkpoint.load_pretrained`) and
+``runs/pretrain-univl/backbone.pt`` (read it with :func:`meltr.training.backbones.load_pretrained`) and
 ``history.json`` (the logged losses). ``--set dim=128`` changes a field of the backbone's config,
-``--world n_pretrain=500`` a field of the world's config.
+``--world n_pretrain=500`` a field of the world's config. ``--config X.yaml`` reads the fields of
+:class:`~meltr.recipes.pretrain.PretrainConfig` from a file and ``KEY=VALUE`` overrides them; the options above
+override the file, and their defaults are the dataclass's.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from meltr._yaml import parse_assignments
+from meltr.cli._config import add_config_arguments, add_unsafe_load, print_config, resolve
+from meltr.config import parse_assignments
 from meltr.models import BACKBONES, SIZES
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,24 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Pre-train a reference backbone (meltr.models) on the world's pretrain split by "
         "minimising the sum of its pretext losses, then save it.",
     )
-    parser.add_argument("--backbone", choices=BACKBONES.names(), default="univl", help="backbone to pre-train")
-    parser.add_argument("--size", choices=SIZES, default="default", help="backbone preset")
-    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, default=32, help="clips per batch")
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (AdamW)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, batches and masks")
-    parser.add_argument("--log-every", type=int, default=50, help="log the losses every N steps")
+    add_config_arguments(parser, "steps=200 lr=1e-3")
+    parser.add_argument("--backbone", choices=BACKBONES.names(), default=None, help="backbone to pre-train")
+    parser.add_argument("--size", choices=SIZES, default=None, help="backbone preset")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per batch")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the initialisation, batches and masks")
+    parser.add_argument("--log-every", type=int, default=None, help="log the losses every N steps")
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=[],
+        default=None,
         metavar="TASK",
         help="train on these pretext losses only (default: all); the others are still logged, e.g. --tasks vtm",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="directory to write into")
     parser.add_argument(
         "--set",
-        dest="overrides",
+        dest="backbone_options",
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -64,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="save the training state every N steps (resumed on rerun)"
     )
+    add_unsafe_load(parser)
     parser.set_defaults(func=run)
 
 
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the world, pre-train, save the checkpoint and the loss history."""
     from meltr.data import WorldConfig, make_world
     from meltr.recipes.pretrain import PretrainConfig, pretrain
-    from meltr.training.checkpoint import save_pretrained
+    from meltr.training.backbones import save_pretrained
 
     world_overrides = parse_assignments(args.world, "--world", "pretrain")
     # Only the pretrain split is read; the first clips of a split do not depend on the other splits' sizes.
@@ -79,36 +85,38 @@ def run(args: argparse.Namespace) -> int:
     try:
         world_config = WorldConfig(**{**sizes, **world_overrides})
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"meltr pretrain: --world: {error}") from None
-    try:
-        config = PretrainConfig(
-            backbone=args.backbone,
-            size=args.size,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            log_every=args.log_every,
-            overrides=parse_assignments(args.overrides, "--set", "pretrain"),
-            tasks=tuple(args.tasks),
+        raise ValueError(f"--world: {error}") from None
+    names = ("backbone", "size", "steps", "batch_size", "lr", "seed", "log_every", "tasks")
+    options = {name: getattr(args, name) for name in names}
+    if args.backbone_options:
+        options["overrides"] = parse_assignments(args.backbone_options, "--set", "pretrain")
+    config = resolve(PretrainConfig, args, options)
+    if args.print_config:
+        return print_config(config)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a file; give a directory")
+    if world_config.n_pretrain < config.batch_size:
+        raise ValueError(
+            f"--world n_pretrain={world_config.n_pretrain} is smaller than --batch-size {config.batch_size}; "
+            "raise one or lower the other"
         )
-    except ValueError as error:
-        raise SystemExit(f"meltr pretrain: {error}") from None
-    print(f"generating the world ({world_config.n_pretrain} pretrain clips)...", flush=True)
-    world = make_world(world_config)
+    logger.info("generating the world (%d pretrain clips)...", world_config.n_pretrain)
+    world = make_world(world_config, progress=True)
     result = pretrain(
         config,
         world,
-        log=lambda line: tqdm.write(line),
+        log=logger.info,
         checkpoint=args.out / "checkpoint.pt",
         checkpoint_every=args.checkpoint_every,
         progress=True,
+        unsafe=args.unsafe_load,
     )
     recipe = dataclasses.asdict(config)
     path = save_pretrained(
         args.out / "backbone.pt",
         result.model,
-        args.backbone,
+        config.backbone,
+        size=config.size,
         recipe=recipe,
         world=dataclasses.asdict(world_config),
         command="meltr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if result.history:
         from meltr.analysis.plots import plot_history
 
-        plot_history(result.history, args.out / "history.png", f"Pre-training {args.backbone} ({config.size})")
-    print(f"wrote {path} and {args.out / 'history.json'}")
+        plot_history(result.history, args.out / "history.png", f"Pre-training {config.backbone} ({config.size})")
+    logger.info("wrote %s and %s", path, args.out / "history.json")
+    print(json.dumps({"backbone": str(path), "history": str(args.out / "history.json")}, indent=1))
     return 0

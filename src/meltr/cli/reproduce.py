@@ -16,8 +16,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
     try:
-        outcome = run_table(args.table, args.seeds, args.runs, args.settings, log=tqdm.write)
+        outcome = run_table(args.table, args.seeds, args.runs, args.settings)
         markdown, csv_path = write(outcome, args.out or args.runs, command=command)
     except ValueError as error:
         print(f"meltr reproduce: {error}", file=sys.stderr)

@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write a PNG grid of the first clips of a split: frames across, "
         "clips down, each clip's first caption under its row.",
     )
-    preview.add_argument("--out", type=Path, default=Path("world_preview.png"), help="PNG file to write")
+    preview.add_argument(
+        "--out", type=Path, default=Path("world_preview.png"), help="PNG file to write, or a folder to write it in"
+    )
     preview.add_argument("--n", type=int, default=6, help="number of clips (rows)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the world")
     preview.add_argument(
@@ -77,9 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_preview(args: argparse.Namespace) -> int:
     """Render the preview of ``args`` and print where it went."""
     if args.n < 1:
-        raise SystemExit("meltr world preview: --n must be at least 1")
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    if args.out.is_dir() or not args.out.suffix:
+        # a folder (existing, or a name without a suffix) gets the default file name inside it
+        args.out = args.out / "world_preview.png"
     sizes = {f"n_{name}": (args.n if name == args.split else 0) for name in SPLITS}
-    config = WorldConfig(seed=args.seed, n_frames=args.n_frames, image_size=args.image_size, **sizes)
+    try:
+        config = WorldConfig(seed=args.seed, n_frames=args.n_frames, image_size=args.image_size, **sizes)
+    except (TypeError, ValueError) as error:
+        raise ValueError(str(error)) from None
     path = write_preview(config, args.split, args.out)
     print(f"wrote {path} ({args.n} clips of the {args.split} split, seed {args.seed})")
     return 0
@@ -128,7 +136,7 @@ def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
     from meltr.data.lexicon import EVENT_CLASSES
     from meltr.data.world import make_world
 
-    world = make_world(dataclasses.replace(config))
+    world = make_world(dataclasses.replace(config), progress=True)
     clips = world.splits[split]
     n, frames = len(clips), config.n_frames
     cell = 1.1

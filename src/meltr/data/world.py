@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from meltr.data.config import SPLITS, WorldConfig
 from meltr.data.dataset import WorldDataset, default_choice, split_loader
@@ -202,8 +203,9 @@ class World:
         return f"World({sizes}, vocab_size={self.tokenizer.vocab_size}, seed={self.config.seed})"
 
 
-def make_world(config: WorldConfig | None = None, **overrides) -> World:
-    """Generate the world of ``config`` (default :class:`WorldConfig`), with fields replaced by ``overrides``.
+def make_world(config: WorldConfig | None = None, progress: bool = False, **overrides) -> World:
+    """Generate the world of ``config`` (default :class:`WorldConfig`), with fields replaced by ``overrides``;
+    ``progress`` shows a bar of the clips generated (on stderr, if it is a terminal).
 
     Example:
         >>> world = make_world(n_pretrain=0, n_train=64, n_meta=16, n_test=64, seed=1)
@@ -218,7 +220,10 @@ def make_world(config: WorldConfig | None = None, **overrides) -> World:
             raise TypeError(f"unknown WorldConfig field(s) {unknown}; see WorldConfig.help()")
         config = dataclasses.replace(config, **overrides)
     tokenizer = world_tokenizer()
-    splits = {name: generate_split(config, name, tokenizer) for name in SPLITS}
+    total = sum(config.split_size(name) for name in SPLITS)
+    disable = None if progress else True  # None: a bar only on a terminal
+    with tqdm(total=total, desc="generating the world", unit="clip", disable=disable, leave=False) as bar:
+        splits = {name: generate_split(config, name, tokenizer, advance=bar.update) for name in SPLITS}
     return World(config, tokenizer, splits)
 
 
@@ -289,8 +294,11 @@ def misaligned_sources(
     return source
 
 
-def generate_split(config: WorldConfig, split: str, tokenizer: Tokenizer | None = None) -> WorldSplit:
-    """Generate one split of the world of ``config`` (clips in chunks of :data:`RENDER_CHUNK`)."""
+def generate_split(
+    config: WorldConfig, split: str, tokenizer: Tokenizer | None = None, advance: Callable[[int], object] | None = None
+) -> WorldSplit:
+    """Generate one split of the world of ``config`` (clips in chunks of :data:`RENDER_CHUNK`; ``advance(n)`` is
+    called after each chunk of ``n`` clips)."""
     tokenizer = world_tokenizer() if tokenizer is None else tokenizer
     replacements = tokenizer.id_to_token[len(SPECIAL_TOKENS) :]
     n = config.split_size(split)
@@ -298,6 +306,8 @@ def generate_split(config: WorldConfig, split: str, tokenizer: Tokenizer | None 
     for start in range(0, max(n, 1), RENDER_CHUNK):
         chunk, video, audio = generate_clips(config, split, range(start, min(start + RENDER_CHUNK, n)), replacements)
         clips += chunk
+        if advance is not None:
+            advance(len(chunk))
         videos.append(video)
         audios.append(audio)
     own_captions = [c.annotation.captions for c in clips]

@@ -10,6 +10,7 @@ and differ in ``q``; the unrolled estimator differentiates through an explicit s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,16 @@ from meltr.hypergrad.solvers import solve_cg, solve_neumann
 
 Estimator = Callable[[MetaProblem], Params]
 ESTIMATORS: Registry[Estimator] = Registry("hypergradient estimator")
+
+
+def _check(estimator: object, **ok: bool) -> None:
+    """Raise a ``ValueError`` naming the first option whose check failed."""
+    for name, passed in ok.items():
+        if not passed:
+            raise ValueError(
+                f"{type(estimator).__name__} option {name!r} is out of range, got {getattr(estimator, name)!r} "
+                "(counts are non-negative integers, step sizes finite and positive)"
+            )
 
 
 def _subtract(direct: Params, mixed: Params, scale: float = 1.0) -> Params:
@@ -57,6 +68,9 @@ class Neumann:
     terms: int = 3
     lr: float = 0.1
     fresh_batches: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self, terms=self.terms >= 0, lr=math.isfinite(self.lr) and self.lr > 0)
 
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
@@ -102,6 +116,14 @@ class ConjugateGradient:
     damping: float = 0.0
     tol: float = 1e-10
 
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            iters=self.iters >= 1,
+            damping=math.isfinite(self.damping) and self.damping >= 0,
+            tol=math.isfinite(self.tol) and self.tol >= 0,
+        )
+
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
         aux_grad = problem.aux_gradient(create_graph=True)
@@ -126,6 +148,9 @@ class Unrolled:
     """
 
     lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self, lr=self.lr is None or (math.isfinite(self.lr) and self.lr > 0))
 
     def __call__(self, problem: MetaProblem) -> Params:
         lr = problem.lookahead_lr if self.lr is None else self.lr

@@ -25,9 +25,13 @@ from torch.func import functional_call
 from meltr.batches import MicroBatches
 from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, stack_task_losses
-from meltr.hypergrad.backends import Backend, double_backward
+from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.linalg import Params, dot, grad_or_zeros
 
+# The defaults of a meta step, shared by MetaProblem and AuxiliaryLearner (one place each).
+DEFAULT_REG_WEIGHT = 0.1
+DEFAULT_LOOKAHEAD_LR = 1e-3  # torch's Adam / AdamW default lr; the learner passes its optimiser's lr
+DEFAULT_FD_SCALE = 1e-5
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
@@ -79,13 +83,13 @@ class MetaProblem:
     param_names: Sequence[str]
     train_batch: Any
     meta_batch: Any
-    reg_weight: float = 0.1
+    reg_weight: float = DEFAULT_REG_WEIGHT
     direct_term: bool = True
-    backend: Backend = double_backward
+    backend: Backend = jvp
     sample_train_batch: Callable[[], Any] | None = None
     reduce: Reduce = _no_reduce
-    lookahead_lr: float = 1e-3
-    fd_scale: float = 1e-5
+    lookahead_lr: float = DEFAULT_LOOKAHEAD_LR
+    fd_scale: float = DEFAULT_FD_SCALE
     reg_batch: str = "meta"
     stats: dict[str, float] = field(default_factory=dict)
 

@@ -11,8 +11,12 @@ The convention is that of the MulT evaluation code (``eval_mosei_senti``), which
   - ``"non-negative"`` (the "Has0" column of later work, e.g. MMSA): every sample is kept; positive is
     ``>= 0`` for labels and predictions alike.
 
-- F1 is the support-weighted F1 over the two classes, ``f1_score(truth, preds, average="weighted")`` in the
-  MulT code, computed here by :func:`weighted_f1` without scikit-learn.
+- F1 is the F1 of each of the two classes averaged with weights. The MulT code calls
+  ``f1_score(preds, truth, average="weighted")``: predictions in scikit-learn's ``y_true`` place, so its weights
+  are the counts of *predicted* positives and negatives. Per-class F1 is symmetric in predictions and labels, only
+  the weights differ. Here :func:`weighted_f1` (without scikit-learn) weights by the *labels'* support, scikit-learn's
+  ``f1_score(truth, preds, average="weighted")``; the two agree when the predicted class balance equals the labels'
+  (``weighted_f1(truth, preds)`` gives MulT's number).
 - Acc-7: predictions and labels clipped to [-3, 3] and rounded with ``np.round`` (round half to even:
   2.5 -> 2, 1.5 -> 2, -0.5 -> -0), then compared, over all samples.
 

@@ -19,8 +19,9 @@ vatt        cma_va, cma_vt (video, audio and text through one shared transformer
 
 from pathlib import Path
 
+from meltr.config import config_help
 from meltr.models.allinone import ALLINONE_TASKS, AllInOne, AllInOneConfig
-from meltr.models.base import BACKBONES, SIZES, Backbone, build_backbone, config_help
+from meltr.models.base import BACKBONES, SIZES, Backbone, build_backbone
 from meltr.models.layers import Transformer, TransformerBlock, attention, count_parameters
 from meltr.models.masking import (
     CLS_ID,

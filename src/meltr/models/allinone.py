@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meltr.models.base import BACKBONES, check_positive, check_probability, help_field, preset_config, require
+from meltr.config import check_positive, check_probability, help_field, preset_config
+from meltr.models.base import BACKBONES, require
 from meltr.models.layers import PatchEmbedding, TextEmbedding, TokenPredictionHead, Transformer, init_weights
 from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
 from meltr.models.losses import binary_matching_loss, masked_token_loss, symmetric_info_nce

@@ -1,10 +1,9 @@
-"""The backbone protocol, its registry and the config plumbing shared by the reference backbones."""
+"""The backbone protocol and its registry (configs use :mod:`meltr.config`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -47,63 +46,6 @@ class Backbone(Protocol):
         ...
 
 
-C = TypeVar("C")
-
-
-def help_field(text: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with help text (``dataclasses.fields(cfg)[i].metadata["help"]``); ``factory`` for mutable
-    defaults."""
-    if factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=factory, metadata={"help": text})
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
-def config_help(config_class: type) -> dict[str, str]:
-    """The help text of every field of a backbone config, by field name."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_class)}
-
-
-def preset_config(
-    config_class: type[C], presets: Mapping[str, Mapping[str, Any]], size: str, overrides: Mapping[str, Any]
-) -> C:
-    """Build ``config_class`` from the preset ``size`` updated with ``overrides``.
-
-    Raises:
-        KeyError: unknown size.
-        TypeError: an override names no field of the config (the message lists them).
-    """
-    if size not in presets:
-        raise KeyError(f"unknown size {size!r} for {config_class.__name__}; choose one of: {', '.join(presets)}")
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise TypeError(
-            f"{config_class.__name__} has no field(s) {unknown}; the fields are: {', '.join(sorted(names))}"
-        )
-    return config_class(**{**presets[size], **overrides})
-
-
-def check_positive(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
-
-
-def check_probability(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{type(config).__name__}.{name} must be in [0, 1], got {value!r}")
-
-
-def check_flag(config: object, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, bool):
-            raise ValueError(f"{type(config).__name__}.{name} must be true or false, got {value!r}")
-
-
 TOKEN_KEYS: tuple[str, ...] = ("text", "transcript", "question")
 
 
@@ -137,7 +79,4 @@ __all__ = [
     "SIZES",
     "Backbone",
     "build_backbone",
-    "config_help",
-    "help_field",
-    "preset_config",
 ]

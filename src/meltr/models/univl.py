@@ -16,13 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from meltr.config import check_flag, check_positive, check_probability, help_field, preset_config
 from meltr.models.base import (
     BACKBONES,
-    check_flag,
-    check_positive,
-    check_probability,
-    help_field,
-    preset_config,
     require,
 )
 from meltr.models.layers import (

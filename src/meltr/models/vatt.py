@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meltr.models.base import BACKBONES, check_positive, check_probability, help_field, preset_config, require
+from meltr.config import check_positive, check_probability, help_field, preset_config
+from meltr.models.base import BACKBONES, require
 from meltr.models.layers import (
     TextEmbedding,
     Transformer,

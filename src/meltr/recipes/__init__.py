@@ -38,6 +38,8 @@ def config_path(name: str | Path) -> Path:
     path = Path(name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; give a YAML recipe file or a shipped config by name")
     shipped = CONFIGS / (path if path.suffix == ".yaml" else path.with_suffix(".yaml"))
     if not path.is_absolute() and shipped.is_file():
         return shipped

@@ -44,8 +44,8 @@ from meltr.adapters.base import TrainableParameters, trainable_parameters
 from meltr.adapters.consistency import PROMPT_TEMPLATE, class_name
 from meltr.adapters.lora import LoRAConfig, inject_lora
 from meltr.adapters.msta import MSTAConfig, inject_msta
+from meltr.config import help_field
 from meltr.data.lexicon import EVENT_CLASSES
-from meltr.models.base import help_field
 from meltr.tasks.prompts import PromptClassification, prompt_accuracy
 
 CAPTION_CLASS_WORDS: dict[str, str] = {
@@ -439,7 +439,7 @@ def _combiner(method: Method, config: BaseToNovelConfig):
 def load_backbone(config: BaseToNovelConfig, vocab_size: int) -> nn.Module:
     """The pre-trained backbone the experiment starts from (in eval mode; dropout is 0 in every shipped one)."""
     from meltr.models import pretrained_path
-    from meltr.training.checkpoint import load_pretrained
+    from meltr.training.backbones import load_pretrained
 
     path = pretrained_path(config.backbone) if config.checkpoint == "pretrained" else Path(config.checkpoint)
     if not Path(path).exists():

@@ -63,11 +63,11 @@ from tqdm import tqdm
 
 from meltr.analysis.probe import fit_linear_probe, topk_accuracy
 from meltr.combine import FixedWeights
+from meltr.config import help_field
 from meltr.data import EVENT_CLASSES, World, WorldConfig, WorldSplit, make_world
 from meltr.metrics import retrieval_metrics
 from meltr.metrics.drops import alignment_auc, clip_drop_scores, drop_precision_recall
 from meltr.models import SIZES, build_backbone
-from meltr.models.base import help_field
 from meltr.models.vatt import VATT_TASKS, VattConfig
 from meltr.surgery.base import GradientSurgery, PlainSum, TaskGradients, cosine_matrix
 from meltr.surgery.curriculum import MEASURES, SCHEDULES, Curriculum, GammaSchedule, RealignCurriculum

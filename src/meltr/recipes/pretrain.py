@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from meltr.config import help_field
 from meltr.models import BACKBONES, build_backbone
-from meltr.models.base import help_field
-from meltr.training.checkpoint import atomic_save, load_checkpoint
+from meltr.training.backbones import backbone_for, check_backbone_options
+from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
 from meltr.training.schedule import learning_rate_factor
 
 
@@ -56,6 +57,7 @@ class PretrainConfig:
                 raise ValueError(f"PretrainConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("PretrainConfig: lr must be positive, warmup_steps and grad_clip non-negative")
+        check_backbone_options(self.backbone, self.overrides, "PretrainConfig")
         self.tasks = tuple(self.tasks)
         if self.tasks:
             with torch.random.fork_rng(devices=[]):  # building a model draws weights; leave the caller's RNG be
@@ -81,8 +83,14 @@ def initial_backbone(config: PretrainConfig, world) -> nn.Module:
     initialised under ``torch.manual_seed(config.seed)`` (which reseeds the global generator)."""
     torch.manual_seed(config.seed)
     shape = {"image_size": world.config.image_size, "max_frames": max(64, world.config.n_frames)}
-    return build_backbone(
-        config.backbone, config.size, vocab_size=world.tokenizer.vocab_size, **{**shape, **config.overrides}
+    return backbone_for(
+        config.backbone,
+        "none",
+        vocab_size=world.tokenizer.vocab_size,
+        size=config.size,
+        options=config.overrides,
+        shape=shape,
+        source="PretrainConfig",
     )
 
 
@@ -93,6 +101,7 @@ def pretrain(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = False,
+    unsafe: bool = False,
 ) -> PretrainResult:
     """Minimise the sum of the backbone's pretext losses (batch means; ``config.tasks`` of them if given) on
     ``world``'s pretrain split.
@@ -105,6 +114,8 @@ def pretrain(
             to resume from when it exists: a resumed run continues exactly where the saved one was.
         checkpoint_every: steps between checkpoints.
         progress: show a progress bar.
+        unsafe: read ``checkpoint`` even if it needs unpickling (see
+            :func:`~meltr.training.checkpoint.load_checkpoint`).
 
     Returns:
         the backbone (in eval mode) and the logged history ``{"step", "lr", "total", <task>...}``.
@@ -122,7 +133,8 @@ def pretrain(
     history: list[dict[str, float]] = []
     step, epoch, position, started = 0, 0, 0, time.perf_counter()
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, unsafe=unsafe)
+        check_checkpoint(state, checkpoint, "pretrain-state", backbone=config.backbone, size=config.size)
         if state["config"] != dataclasses.asdict(config):
             raise ValueError(f"{checkpoint}: saved by a different pre-training config; remove it or change --out")
         model.load_state_dict(state["model"])
@@ -136,6 +148,7 @@ def pretrain(
     def save_state() -> None:
         atomic_save(
             {
+                "meltr": checkpoint_label("pretrain-state", config.backbone, config.size),
                 "config": dataclasses.asdict(config),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

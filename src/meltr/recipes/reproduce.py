@@ -16,14 +16,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meltr._yaml import load as yaml_load
 from meltr.recipes import config_path
+
+logger = logging.getLogger(__name__)
 
 MINIATURE_CONFIG = "reproduce/miniature"
 """The shipped config every run of every table starts from (a :class:`FinetuneConfig` recipe)."""
@@ -156,7 +159,6 @@ def run_table(
     seeds: Sequence[int] = (0, 1, 2),
     out_root: str | Path = "runs/reproduce",
     settings: Sequence[str] = (),
-    log: Callable[[str], None] | None = print,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune every row of a table for every seed (reusing finished runs) and collect the test scores.
@@ -181,9 +183,9 @@ def run_table(
                 world_key = json.dumps(config.world, sort_keys=True)
                 if world_key not in worlds:
                     worlds[world_key] = build_world(config)
-                if log:
-                    log(f"table {table.number}: {row.label} {' '.join(row.extra.values())} seed {config.seed}")
-                result = finetune(config, world=worlds[world_key], progress=progress, log=log)
+                extra = " ".join(row.extra.values())
+                logger.info("table %s: %s %s seed %d", table.number, row.label, extra, config.seed)
+                result = finetune(config, world=worlds[world_key], progress=progress)
                 test = result.test
             scores.setdefault(key, []).append(test)
             results = json.loads((config.run_dir / "results.json").read_text())

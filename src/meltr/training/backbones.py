@@ -1,0 +1,204 @@
+"""The one way a run gets its backbone: a fresh preset, the shipped checkpoint, or a file, checked on load.
+
+A backbone file holds the backbone's registry name, its full config and its weights, plus a label
+(:func:`meltr.training.checkpoint.checkpoint_label`) naming the backbone and its size. It is a ``torch.save`` file
+(``.pt``, read with ``weights_only=True``) or a ``.safetensors`` file whose metadata carry the same record, so a
+backbone can be shared without pickles at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from meltr.config import check_options
+from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
+
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def checkpoint_file(checkpoint: str, backbone: str) -> Path | None:
+    """The file behind a ``checkpoint`` setting: ``"pretrained"`` (the shipped one), ``"none"`` (None) or a path."""
+    from meltr.models import pretrained_path
+
+    if checkpoint == "none":
+        return None
+    return Path(pretrained_path(backbone) if checkpoint == "pretrained" else checkpoint)
+
+
+def save_pretrained(path: str | Path, model: nn.Module, backbone: str, size: str | None = None, **extra: Any) -> Path:
+    """Save ``model`` with what rebuilds it: its registry name, its full config and a label.
+
+    Args:
+        path: the file to write (parent directories are created); a ``.safetensors`` suffix writes safetensors
+            (``extra`` is then stored as JSON metadata), anything else a ``torch.save`` file.
+        model: a backbone of :mod:`meltr.models` (it has a dataclass ``config``).
+        backbone: its registry name.
+        size: the preset it was built from, if known (recorded in the label).
+        **extra: anything else worth keeping (the recipe, the world's fingerprint, ...): plain data.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = checkpoint_label("backbone", backbone, size)
+    config = dataclasses.asdict(model.config)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save_file
+
+        # Cloning unties shared tensors, which safetensors refuses; load_state_dict copies them back into place.
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        metadata = {"meltr": json.dumps(label), "backbone": backbone, "config": json.dumps(config)}
+        metadata.update({k: json.dumps(v) for k, v in extra.items()})
+        temporary = path.with_name(f".{path.name}.tmp")
+        save_file(state, str(temporary), metadata=metadata)
+        temporary.replace(path)
+        return path
+    payload = {"meltr": label, "backbone": backbone, "config": config, "state_dict": model.state_dict(), **extra}
+    return atomic_save(payload, path)
+
+
+def read_backbone_file(path: str | Path, *, unsafe: bool = False) -> dict[str, Any]:
+    """The ``{"meltr", "backbone", "config", "state_dict", ...}`` record of a backbone file (``.pt`` or
+    ``.safetensors``), checked to be a backbone checkpoint.
+
+    Raises:
+        ValueError: unreadable, or not a backbone checkpoint (e.g. a finetune run's ``best.pt``).
+    """
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX and path.is_file():
+        payload = _read_safetensors(path)
+    else:
+        payload = load_checkpoint(path, unsafe=unsafe)
+    check_checkpoint(payload, path, "backbone")
+    return payload
+
+
+def load_pretrained(
+    path: str | Path, *, backbone: str | None = None, size: str | None = None, unsafe: bool = False
+) -> nn.Module:
+    """Rebuild a backbone saved by :func:`save_pretrained` (in eval mode).
+
+    Args:
+        path: the file.
+        backbone: the backbone the caller expects (None: any); another one in the file is a one-line error.
+        size: the preset the caller expects (None: any).
+        unsafe: see :func:`meltr.training.checkpoint.load_checkpoint`.
+    """
+    from meltr.models import build_backbone
+
+    payload = read_backbone_file(path, unsafe=unsafe)
+    label = check_checkpoint(payload, path, "backbone", backbone=backbone, size=size)
+    config = dict(payload["config"])
+    model = build_backbone(label["backbone"] or payload["backbone"], "default", **config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its weights do not fit its config ({str(error).splitlines()[0]})") from None
+    return model.eval()
+
+
+def backbone_for(
+    backbone: str,
+    checkpoint: str,
+    *,
+    vocab_size: int,
+    size: str = "default",
+    options: Mapping[str, Any] | None = None,
+    shape: Mapping[str, Any] | None = None,
+    unsafe: bool = False,
+    source: str = "config",
+) -> nn.Module:
+    """The backbone a run starts from, for a world with ``vocab_size`` tokens.
+
+    Args:
+        backbone: registry name.
+        checkpoint: ``"none"`` (a fresh ``size`` preset, initialised from the global RNG), ``"pretrained"`` (the
+            shipped checkpoint) or a file.
+        vocab_size: the world's vocabulary; a checkpoint of another vocabulary is refused.
+        size: the preset of a fresh backbone.
+        options: backbone config fields to change (for a checkpoint: fields that do not change the weights' shapes,
+            e.g. dropout).
+        shape: config fields a fresh backbone takes from the world (``image_size``, ``max_frames``); options win.
+        unsafe: see :func:`meltr.training.checkpoint.load_checkpoint`.
+        source: the name errors give the settings (``"config"``, a file name, a class name).
+
+    Raises:
+        ValueError: one line naming ``source``'s field and the fix.
+    """
+    from meltr.models import build_backbone
+
+    options = dict(options or {})
+    path = checkpoint_file(checkpoint, backbone)
+    if path is None:
+        try:
+            return build_backbone(backbone, size, vocab_size=vocab_size, **{**dict(shape or {}), **options})
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{source}: field 'backbone_options': {_message(error)}") from None
+    if not path.exists():
+        raise ValueError(f"{source}: field 'checkpoint': {path} does not exist; give 'pretrained', 'none' or a file")
+    model = load_pretrained(path, backbone=backbone, unsafe=unsafe)
+    for key, value in options.items():
+        if not hasattr(model.config, key):
+            raise ValueError(f"{source}: field 'backbone_options': {backbone} has no option {key!r}")
+        setattr(model.config, key, value)
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"{path}: the checkpoint's vocabulary ({model.config.vocab_size}) is not the world's ({vocab_size})"
+        )
+    return model
+
+
+def backbone_config_class(backbone: str) -> type:
+    """The config dataclass of a registered backbone (from its factory's return type)."""
+    from meltr.models import BACKBONES
+
+    model_class = typing.get_type_hints(BACKBONES.get(backbone))["return"]
+    hint = typing.get_type_hints(model_class.__init__)["config"]
+    return next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+
+
+def check_backbone_options(backbone: str, options: Mapping[str, Any], source: str) -> None:
+    """Check the names and types of ``backbone_options`` against the backbone's config dataclass.
+
+    Raises:
+        ConfigError: ``backbone_options.<key>`` is not a field (with the closest one) or has the wrong type.
+    """
+    check_options(options, backbone_config_class(backbone), "backbone_options", source, owner=f"backbone {backbone!r}")
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        state = load_file(str(path))
+        payload = {key: json.loads(value) for key, value in metadata.items() if key != "backbone"}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable safetensors file ({_message(error)})") from None
+    if "backbone" not in metadata or "config" not in payload:
+        raise ValueError(f"{path}: a safetensors file without meltr's metadata; save it with save_pretrained")
+    payload.update(backbone=metadata["backbone"], state_dict=state)
+    return payload
+
+
+def _message(error: BaseException) -> str:
+    text = (error.args[0] if error.args else str(error)) if isinstance(error, KeyError) else str(error)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(error).__name__
+
+
+__all__ = [
+    "backbone_config_class",
+    "backbone_for",
+    "check_backbone_options",
+    "checkpoint_file",
+    "load_pretrained",
+    "read_backbone_file",
+    "save_pretrained",
+]

@@ -1,0 +1,393 @@
+"""Run directories: one run per directory, resumable, and no trace left by a run that never got going.
+
+A :class:`RunDirectory` is claimed by one process at a time. Claiming it
+
+1. takes an exclusive lock: ``.lock`` is created with ``O_EXCL`` and records the process id, the host, the recipe
+   and the time. A second process is refused with the first one's identity. A lock whose process is gone (same
+   host, no such pid, or an unreadable lock file left by a crash while writing it) is stale and taken over;
+2. refuses a directory that holds another run: ``run.json`` names the recipe (``finetune``, ...), ``config.yaml``
+   the resolved config and ``start.json`` what the run started from (a checkpoint's digest). Any difference is a
+   one-line error and nothing in the directory changes;
+3. writes those three files, so that a rerun of the same command resumes.
+
+A run that fails before its first :meth:`RunDirectory.save` (of a resumable state) removes what the claim wrote
+(and the directory, if the claim created it and it is empty), so the corrected command can use the same directory.
+Leaving the ``with`` block always releases the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from meltr._yaml import load as yaml_load
+from meltr.config import plain_data
+from meltr.training.checkpoint import atomic_save
+
+logger = logging.getLogger(__name__)
+
+LOCK = ".lock"
+CLAIM_FILES = ("run.json", "config.yaml", "start.json")
+
+
+class RunDirectoryError(ValueError):
+    """The directory is locked by another run or holds another recipe's run."""
+
+
+class RunDirectory:
+    """One run's directory (see the module docstring).
+
+    Args:
+        path: the directory.
+        recipe: the recipe's name (``finetune``, ``pretrain``, ...).
+        config: the resolved config, as plain data (saved as ``config.yaml``).
+        start: what the run starts from beyond its config (saved as ``start.json``), e.g. a checkpoint's SHA-256.
+        info: more facts about the run worth keeping in ``run.json`` (e.g. the primary task); not compared.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        recipe: str,
+        config: Mapping[str, Any],
+        start: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.recipe = recipe
+        self.config = dict(config)
+        self.start = dict(start or {})
+        self.info = dict(info or {})
+        self._locked = False
+        self._created = False
+        self._wrote: list[Path] = []
+        self.saved = False  # a resumable state exists (saved by this run or found on claiming)
+
+    # -- claiming ------------------------------------------------------------------------------------------------
+    def __enter__(self) -> RunDirectory:
+        self.claim()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if error is not None and not self.saved:
+                self._withdraw()
+        finally:
+            self.release()
+
+    def claim(self) -> RunDirectory:
+        """Lock the directory, check it holds this run (or none) and record the run in it.
+
+        Raises:
+            RunDirectoryError: another live process holds the lock, or the directory holds another run.
+            OSError: the directory cannot be created or written (e.g. read-only).
+        """
+        self._created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(error.errno, f"{self.path}: cannot create the run directory ({error.strerror})") from None
+        try:
+            self._lock()
+            self._check_identity()
+            self.saved = self.has("last.pt")
+            self._write_claim()
+        except BaseException:
+            if self._locked:
+                self.release()
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
+            raise
+        return self
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self._locked:
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / LOCK).unlink()
+            self._locked = False
+
+    def _lock(self) -> None:
+        lock = self.path / LOCK
+        identity = {"pid": os.getpid(), "host": socket.gethostname(), "recipe": self.recipe, "since": time.time()}
+        for _ in range(3):
+            try:
+                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_lock(lock)
+                if holder is not None and not _stale(holder):
+                    raise RunDirectoryError(
+                        f"{self.path}: in use by another run ({holder.get('recipe', '?')}, pid {holder.get('pid')} "
+                        f"on {holder.get('host')}); wait for it, choose another directory, or remove {lock} if that "
+                        "run is gone"
+                    ) from None
+                logger.warning("%s: taking over a stale lock (%s)", self.path, holder or "unreadable")
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                continue
+            except OSError as error:
+                message = f"{self.path}: cannot write in the run directory ({error.strerror})"
+                raise OSError(error.errno, message) from None
+            with os.fdopen(handle, "w") as file:
+                json.dump(identity, file)
+            self._locked = True
+            return
+        raise RunDirectoryError(f"{self.path}: could not take the lock {lock}; remove it if no run uses the directory")
+
+    def _check_identity(self) -> None:
+        saved = self.path / "run.json"
+        if saved.exists():
+            recipe = _read_json(saved).get("recipe")
+            if recipe != self.recipe:
+                raise RunDirectoryError(
+                    f"{saved}: the directory holds a {recipe} run, not a {self.recipe} run; choose another directory"
+                )
+        saved = self.path / "config.yaml"
+        if saved.exists():
+            try:
+                previous = yaml_load(saved.read_text())
+            except yaml.YAMLError:
+                previous = None
+            if previous != plain_data(self.config):
+                changed = _first_difference(previous, plain_data(self.config))
+                raise RunDirectoryError(
+                    f"{saved}: the run directory holds a run of another recipe{changed}; choose another name or "
+                    "out_root (--out), or remove the directory"
+                )
+        saved = self.path / "start.json"
+        if saved.exists() and self.start and _read_json(saved).get("sha256") != self.start.get("sha256"):
+            raise RunDirectoryError(
+                f"{saved}: the run directory holds a run that started from other weights than "
+                f"{self.start.get('checkpoint')} (the checkpoint was re-made); choose another name or out_root"
+            )
+
+    def _write_claim(self) -> None:
+        files = {
+            "run.json": json.dumps({"recipe": self.recipe, **self.info}, indent=1),
+            "config.yaml": yaml.safe_dump(plain_data(self.config), sort_keys=False),
+            "start.json": json.dumps(self.start, indent=1),
+        }
+        for name, text in files.items():
+            target = self.path / name
+            if not target.exists():
+                self._wrote.append(target)
+            _write_text(target, text)
+
+    def _withdraw(self) -> None:
+        for path in self._wrote:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for leftover in self.path.glob("*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        if self._created:
+            self.release()
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+    # -- contents ------------------------------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def update_info(self, **facts: Any) -> None:
+        """Add facts to ``run.json`` (e.g. the primary task, once the model is built)."""
+        self.info.update(facts)
+        _write_text(self.path / "run.json", json.dumps({"recipe": self.recipe, **self.info}, indent=1))
+
+    def save(self, name: str, payload: Any, resumable: bool = False) -> Path:
+        """Save a checkpoint atomically; ``resumable`` marks the state a rerun resumes from (the claim is kept
+        from then on, even if the run fails)."""
+        path = atomic_save(payload, self.path / name)
+        if resumable:
+            self.saved = True
+        return path
+
+    def write_json(self, name: str, value: Any) -> Path:
+        return _write_text(self.path / name, json.dumps(value, indent=1))
+
+    def rows(self, stem: str, rows: list[dict[str, Any]]) -> None:
+        """Write ``rows`` as ``<stem>.csv`` and ``<stem>.json``."""
+        write_rows(self.path / stem, rows)
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """``run.json`` of a run directory (``{}`` for runs written before it existed)."""
+    path = Path(run_dir) / "run.json"
+    return _read_json(path) if path.exists() else {}
+
+
+def read_lock(path: Path) -> dict[str, Any] | None:
+    """The lock's record, or None if it is unreadable (a crash while writing it)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _stale(holder: Mapping[str, Any]) -> bool:
+    """A lock of this host whose process no longer exists. Another host's lock cannot be checked: it holds."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a live process of another user
+    return False
+
+
+# -- metric logging ------------------------------------------------------------------------------------------------
+class MetricLogger(Protocol):
+    """Where a run's rows go: ``log(stream, row)`` adds a row to a stream (``steps``, ``epochs``); ``flush()``
+    makes what was logged durable; ``close()`` ends."""
+
+    def log(self, stream: str, row: Mapping[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CSVLogger:
+    """Every stream as ``<stream>.csv`` and ``<stream>.json`` in a folder (the figures read them).
+
+    Rows are kept in memory and the files rewritten atomically on :meth:`flush`, so the union of the rows' keys
+    makes the CSV's columns and a crash leaves the files of the last flush.
+    """
+
+    def __init__(self, folder: str | Path, streams: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
+        self.folder = Path(folder)
+        self.streams: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in (streams or {}).items()}
+
+    def log(self, stream: str, row: Mapping[str, Any]) -> None:
+        self.streams.setdefault(stream, []).append(dict(row))
+
+    def flush(self) -> None:
+        for stream, rows in self.streams.items():
+            write_rows(self.folder / stream, rows)
+
+    def close(self) -> None:
+        self.flush()
+
+
+class LoggingLogger:
+    """Rows of the chosen streams as log lines (``logging``, INFO), e.g. one line per epoch."""
+
+    def __init__(self, streams: tuple[str, ...] = ("epochs",), name: str = "meltr.run") -> None:
+        self.streams, self.logger = streams, logging.getLogger(name)
+
+    def log(self, stream: str, row: Mapping[str, Any]) -> None:
+        if stream in self.streams:
+            self.logger.info(
+                "%s: %s", stream, " ".join(f"{k}={_short(v)}" for k, v in row.items() if not isinstance(v, list))
+            )
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class MetricLoggers:
+    """Several loggers as one."""
+
+    def __init__(self, *loggers: MetricLogger) -> None:
+        self.loggers = loggers
+
+    def log(self, stream: str, row: Mapping[str, Any]) -> None:
+        for logger_ in self.loggers:
+            logger_.log(stream, row)
+
+    def flush(self) -> None:
+        for logger_ in self.loggers:
+            logger_.flush()
+
+    def close(self) -> None:
+        for logger_ in self.loggers:
+            logger_.close()
+
+
+def write_rows(stem: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as ``stem.csv`` and ``stem.json`` (the union of keys as CSV columns), each atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    temporary = stem.with_suffix(".csv.tmp")
+    with temporary.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(stem.with_suffix(".csv"))
+    temporary = stem.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(rows))
+    temporary.replace(stem.with_suffix(".json"))
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def _write_text(path: Path, text: str) -> Path:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if error.errno == errno.ENOSPC:
+            raise OSError(error.errno, f"{path}: no space left on the device; free some and rerun to resume") from None
+        raise
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"{path}: unreadable ({error}); remove the directory or choose another") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _first_difference(previous: Any, current: Any) -> str:
+    if not isinstance(previous, dict):
+        return ""
+    for key in dict.fromkeys([*current, *previous]):
+        if previous.get(key) != current.get(key):
+            return f" ({key}: {previous.get(key)!r} there, {current.get(key)!r} here)"
+    return ""
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = [
+    "CSVLogger",
+    "LoggingLogger",
+    "MetricLogger",
+    "MetricLoggers",
+    "RunDirectory",
+    "RunDirectoryError",
+    "read_lock",
+    "read_run_info",
+    "write_rows",
+]
