@@ -77,6 +77,20 @@ def stack_task_losses(losses: TaskLosses, tasks: Sequence[str]) -> Tensor:
     return torch.stack([losses[t].mean() if losses[t].dim() == 1 else losses[t] for t in tasks])
 
 
+def concat_task_losses(parts: Sequence[Tensor]) -> Tensor:
+    """The stacked losses of a batch split into micro-batches, from each micro-batch's stacked losses.
+
+    Per-sample losses ``[B_i, T]`` are concatenated (exactly the losses of the whole batch, for a backbone whose
+    per-sample losses do not depend on the other samples); batch-level losses ``[T]`` are averaged (the whole
+    batch's means when the micro-batches have equal sizes).
+    """
+    if not parts:
+        raise ValueError("a group of micro-batches needs at least one micro-batch")
+    if parts[0].dim() == 2:
+        return torch.cat(list(parts), dim=0)
+    return torch.stack(list(parts)).mean(0)
+
+
 def nonfinite_tasks(stacked: Tensor, tasks: Sequence[str]) -> list[str]:
     """The tasks whose loss (any sample of it) is NaN or infinite."""
     bad = ~torch.isfinite(stacked.detach())

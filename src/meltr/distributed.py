@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,6 +19,26 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (second-order passes must run on it: DDP's
     gradient hooks do not support double backward)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+@contextlib.contextmanager
+def original_forward(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with the forward it had before Accelerate's mixed precision wrapped it in autocast.
+
+    ``accelerator.prepare`` (also inside the HF Trainer) replaces ``module.forward`` by an autocast wrapper and keeps
+    the original as ``module._original_forward``; a wrapper that re-enables autocast inside every call would put the
+    meta step's passes in bf16/fp16, so meta steps run the original for their duration.
+    """
+    original = module.__dict__.get("_original_forward")
+    if original is None or "forward" not in module.__dict__:
+        yield module
+        return
+    wrapped = module.__dict__["forward"]
+    module.forward = original
+    try:
+        yield module
+    finally:
+        module.forward = wrapped
 
 
 def all_reduce_mean(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -11,21 +11,24 @@ so that all ranks keep identical combiners (the official code never synchronises
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel
 
+from meltr.batches import MicroBatches, ReplayStorage
 from meltr.combine.base import LossCombiner
-from meltr.contract import nonfinite_tasks
-from meltr.distributed import all_reduce_mean, any_process, unwrap
+from meltr.contract import concat_task_losses, nonfinite_tasks
+from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.estimators import Estimator
@@ -74,22 +77,27 @@ class StepStats:
 
 
 class ReplayBuffer:
-    """The last ``capacity`` training batches, sampled uniformly with a seeded generator (as the official code)."""
+    """The last ``capacity`` training batches, sampled uniformly with a seeded generator (as the official code).
 
-    def __init__(self, capacity: int = 10, seed: int = 0) -> None:
+    ``storage`` decides what is kept of each batch (the batch, a CPU copy, or its dataset indices) and rebuilds the
+    batch when it is sampled; ``batches`` holds those records.
+    """
+
+    def __init__(self, capacity: int = 10, seed: int = 0, storage: ReplayStorage | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"replay_size must be at least 1, got {capacity}")
         self.batches: deque[Any] = deque(maxlen=capacity)
         self.generator = torch.Generator().manual_seed(seed)
+        self.storage = storage or ReplayStorage()
 
     def append(self, batch: Any) -> None:
-        self.batches.append(batch)
+        self.batches.append(self.storage.keep(batch))
 
     def sample(self) -> Any:
         if not self.batches:
             raise RuntimeError("the replay buffer is empty: run an inner step first")
         index = int(torch.randint(len(self.batches), (), generator=self.generator))
-        return self.batches[index]
+        return self.storage.restore(self.batches[index])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -210,6 +218,23 @@ class AuxiliaryLearner:
             0 never checks. Each check costs about three training steps.
         lookahead_data: iterable of held-out batches for the check (re-iterated when exhausted); default: the meta
             batches of ``meta_data``, else a replayed training batch (then not held out).
+        backward: ``backward(loss)`` computes the inner gradients (default ``Tensor.backward``); pass Lightning's
+            ``manual_backward`` or ``accelerator.backward`` so that the loop's gradient synchronisation and loss
+            scaling happen.
+        grad_scaler: a ``torch.amp.GradScaler`` the learner drives (scale, unscale, step, update) for fp16; a step
+            the scaler skips for overflow is not an inner step (``overflow_steps`` counts them; no warning).
+        max_grad_norm: clip the inner gradients to this norm (UniVL: 1.0) after unscaling; ``None`` to disable.
+        accumulate: micro-batches per optimiser step. :meth:`step` takes micro-batches; ``meta_every``, the replay
+            buffer and ``inner_steps`` count optimiser steps, and a meta step reads a whole group of micro-batches.
+            With per-sample losses this is the run on the concatenated batch; with batch-level losses a non-linear
+            combiner of the micro-batch means differs from the combiner of the whole batch's means.
+        precision: ``"32"``; ``"bf16"`` or ``"fp16"`` run the backbone's inner forward under ``torch.autocast``
+            (combiner and meta steps in float32; fp16 needs ``grad_scaler``).
+        replay_storage: ``"device"`` (keep batches as they are), ``"cpu"`` (keep CPU copies) or ``"index"`` (keep
+            only ``batch[replay_index_key]`` and rebuild the batch with ``replay_fetch(indices)``).
+        replay_fetch: ``dataset indices -> batch`` for ``replay_storage="index"``.
+        replay_index_key: the batch key holding dataset indices.
+        replay_in_checkpoint: keep the replay buffer's records in :meth:`state_dict`.
     """
 
     def __init__(
@@ -237,6 +262,15 @@ class AuxiliaryLearner:
         reg_batch: Literal["meta", "train"] = "meta",
         lookahead_every: int = 0,
         lookahead_data: Iterable[Any] | None = None,
+        backward: Callable[[Tensor], Any] = Tensor.backward,
+        grad_scaler: torch.amp.GradScaler | None = None,
+        max_grad_norm: float | None = None,
+        accumulate: int = 1,
+        precision: Literal["32", "bf16", "fp16"] = "32",
+        replay_storage: Literal["device", "cpu", "index"] = "device",
+        replay_fetch: Callable[[Tensor], Any] | None = None,
+        replay_index_key: str = "index",
+        replay_in_checkpoint: bool = True,
         gamma: float | None = None,
     ) -> None:
         if gamma is not None:
@@ -260,6 +294,7 @@ class AuxiliaryLearner:
             raise ValueError(f"lookahead_every must be 0 (never) or positive, got {lookahead_every}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+        check_loop_options(accumulate, max_grad_norm, precision, grad_scaler)
         self.model = model
         self.combiner = combiner
         self.optimizer = optimizer
@@ -270,8 +305,18 @@ class AuxiliaryLearner:
         self.reg_weight = reg_weight
         self.meta_source = meta_source
         self.meta_data = meta_data
+        self.backward = backward
+        self.grad_scaler = grad_scaler
+        self.max_grad_norm = max_grad_norm
+        self.accumulate = accumulate
+        self.precision = precision
+        self.replay_in_checkpoint = replay_in_checkpoint
+        self.device_type = next(iter(unwrap(model).parameters()), torch.empty(0)).device.type
+        sample_device = None if replay_storage == "device" else next(iter(unwrap(model).parameters())).device
+        storage = ReplayStorage(replay_storage, sample_device, replay_fetch, replay_index_key)
+        self._group: list[Any] = []  # micro-batches of the optimiser step under way
         self._meta = _Batches(meta_data, "meta_data")
-        self.replay = ReplayBuffer(replay_size, seed)
+        self.replay = ReplayBuffer(replay_size, seed, storage)
         self.meta_generator = torch.Generator().manual_seed(seed + 0x5EED)
         self.direct_term = direct_term
         self.clip_norm = clip_norm
@@ -295,41 +340,79 @@ class AuxiliaryLearner:
         self.meta_steps = 0  # meta steps taken
         self.skipped_steps = 0
         self.skipped_meta_steps = 0
+        self.overflow_steps = 0  # fp16 steps the grad scaler skipped
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def step(self, batch: Any) -> StepStats:
-        """One inner step on ``batch``, followed by a meta step every ``meta_every`` inner steps."""
+        """One micro-batch on ``batch``; every ``accumulate``-th call the optimiser step, and a meta step every
+        ``meta_every`` optimiser steps."""
         self.steps += 1
-        self.model.train()
-        self.combiner.train()
-        outputs = self.model(batch)
-        if self.steps == 1:
-            _require_grad(outputs)
-        stacked = self.combiner.stack(outputs)
+        if not self._group:
+            self.optimizer.zero_grad(set_to_none=True)
+        stacked = self._inner_forward(batch)
         bad = nonfinite_tasks(stacked, self.combiner.tasks)
         losses = self._task_means(stacked)
         if any_process(bool(bad)):
+            self._discard_group()
             return self._skip(losses, bad or ["(another process)"], what="task loss")
         combined = self.combiner(stacked)
-        self.optimizer.zero_grad(set_to_none=True)
-        combined.backward()
+        self._group.append(batch)
+        last = len(self._group) == self.accumulate
+        scaled = combined / self.accumulate if self.accumulate > 1 else combined
+        if self.grad_scaler is not None:
+            scaled = self.grad_scaler.scale(scaled)
+        # Micro-batches before the last skip DDP's all-reduce; the last one reduces the accumulated gradient.
+        with (
+            self.model.no_sync()
+            if isinstance(self.model, DistributedDataParallel) and not last
+            else contextlib.nullcontext()
+        ):
+            self.backward(scaled)
         for p in self.combiner.parameters():
             p.grad = None  # phi is learned by meta steps only
-        if any_process(not self._gradients_finite()):
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(losses, ["(gradient)"], what="gradient")
-        self.optimizer.step()
-        self.inner_steps += 1
-        self.replay.append(batch)
         stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()))
         if self.track_sensitivity:
             sensitivity = self.combiner.sensitivity(stacked.detach())
             if sensitivity.dim() == 2:
                 sensitivity = sensitivity.mean(0)
             stats.sensitivity = dict(zip(self.combiner.tasks, sensitivity.tolist(), strict=True))
-        if self.meta_enabled and self.inner_steps % self.meta_every == 0:
-            stats.meta = self.meta_step()
+        if not last:
+            return stats
+        if not self._optimizer_step():
+            self._discard_group()
+            if self.grad_scaler is not None:
+                stats.skipped, stats.nonfinite = True, ["(fp16 overflow)"]
+                return stats
+            return self._skip(losses, ["(gradient)"], what="gradient")
+        stats.meta = self.after_optimizer_step()
         return stats
+
+    def inner_loss(self, batch: Any) -> Tensor:
+        """``L_aux`` on ``batch`` for a loop that owns backward and the optimiser step (the split API).
+
+        The loop back-propagates the returned loss (scaled as it likes), steps its optimiser, and then calls
+        :meth:`after_optimizer_step`; the micro-batches seen in between form that step's replay group.
+        """
+        self.steps += 1
+        stacked = self._inner_forward(batch)
+        self._group.append(batch)
+        self.last_losses = self._task_means(stacked)
+        return self.combiner(stacked)
+
+    def after_optimizer_step(self) -> MetaStats | None:
+        """Close the optimiser step: its micro-batches join the replay buffer, and every ``meta_every`` optimiser
+        steps a meta step runs. Returns the meta step's statistics, or ``None``."""
+        if not self._group:
+            raise RuntimeError("after_optimizer_step() follows an optimiser step on inner_loss(batch); none was seen")
+        for p in self.combiner.parameters():
+            p.grad = None  # phi is learned by meta steps only
+        group = self._group[0] if len(self._group) == 1 else MicroBatches(self._group)
+        self._group = []
+        self.inner_steps += 1
+        self.replay.append(group)
+        if self.meta_enabled and self.inner_steps % self.meta_every == 0:
+            return self.meta_step()
+        return None
 
     def hypergradient(self, train_batch: Any, meta_batch: Any) -> tuple[list[Tensor], MetaStats]:
         """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
@@ -354,8 +437,15 @@ class AuxiliaryLearner:
             reg_batch=self.reg_batch,
         )
         seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
-        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch.
-        with torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH):
+        # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
+        # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
+        # Accelerate's mixed precision wraps the backbone's forward).
+        with (
+            torch.random.fork_rng(devices=[]),
+            sdpa_kernel(SDPBackend.MATH),
+            torch.autocast(self.device_type, enabled=False),
+            original_forward(unwrap(self.model)),
+        ):
             torch.manual_seed(seed)
             hypergrad = self.estimator(problem)
         norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in hypergrad)))
@@ -428,10 +518,10 @@ class AuxiliaryLearner:
             with torch.random.fork_rng(devices=[]), sdpa_kernel(SDPBackend.MATH):
                 seed = int(torch.randint(0, 2**62, (), generator=self._lookahead_generator))
                 torch.manual_seed(seed)
-                primary = self.combiner.stack(model(held_out))[..., self.combiner.primary_index].mean()
+                primary = _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
                 grad_primary = _flat(torch.autograd.grad(primary, params, allow_unused=True), params)
                 torch.manual_seed(seed + 1)
-                stacked = self.combiner.stack(model(train_batch))
+                stacked = _stacked_losses(model, self.combiner, train_batch)
                 directions = {}
                 for label, state in (("before", previous_combiner), ("after", current)):
                     self.combiner.load_state_dict(state)
@@ -452,7 +542,7 @@ class AuxiliaryLearner:
                             p.sub_(o)
                         torch.manual_seed(seed)
                         out[f"lookahead/loss_{label}"] = float(
-                            self.combiner.stack(model(held_out))[..., self.combiner.primary_index].mean()
+                            _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
                         )
                         for p, value in zip(params, saved, strict=True):
                             p.copy_(value)
@@ -471,11 +561,12 @@ class AuxiliaryLearner:
             "meta_optimizer": None if self.meta_optimizer is None else self.meta_optimizer.state_dict(),
             "counters": {
                 k: getattr(self, k)
-                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps")
+                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps", "overflow_steps")
             },
             "replay_generator": self.replay.generator.get_state(),
             "meta_generator": self.meta_generator.get_state(),
-            "replay_batches": list(self.replay.batches),
+            # Groups of micro-batches as plain dicts, so that the state loads with torch.load(weights_only=True).
+            "replay_batches": [_plain(b) for b in self.replay.batches] if self.replay_in_checkpoint else [],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -488,9 +579,46 @@ class AuxiliaryLearner:
         if "meta_generator" in state:
             self.meta_generator.set_state(state["meta_generator"])
         self.replay.batches.clear()
-        self.replay.batches.extend(state.get("replay_batches", []))
+        self.replay.batches.extend(_grouped(b) for b in state.get("replay_batches", []))
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _inner_forward(self, batch: Any) -> Tensor:
+        """The stacked task losses of an inner step, the backbone under autocast when asked, in float32 or above."""
+        self.model.train()
+        self.combiner.train()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(batch)
+        if self.steps == 1:
+            _require_grad(out)
+        stacked = self.combiner.stack(out)
+        return stacked.float() if stacked.dtype in (torch.float16, torch.bfloat16) else stacked
+
+    def _optimizer_step(self) -> bool:
+        """Unscale, check, clip and step; ``False`` if the step was skipped (non-finite gradients)."""
+        scaler = self.grad_scaler
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        finite = not any_process(not self._gradients_finite())
+        if finite and self.max_grad_norm is not None:
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)  # skips the update itself when unscale_ found inf/nan
+            scaler.update()
+            if not finite:
+                self.overflow_steps += 1
+            return finite
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.optimizer.step()
+        return True
+
+    def _discard_group(self) -> None:
+        self._group = []
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _next_meta_batch(self) -> Any:
         return self._meta.next()
 
@@ -515,6 +643,37 @@ class AuxiliaryLearner:
         )
         self.skipped_steps += 1
         return StepStats(step=self.steps, losses=losses, combined=math.nan, skipped=True, nonfinite=bad)
+
+
+def check_loop_options(
+    accumulate: int, max_grad_norm: float | None, precision: str, grad_scaler: torch.amp.GradScaler | None
+) -> None:
+    """Validate the learner's loop options (one-line errors naming the option)."""
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise ValueError(f"accumulate must be a positive int, got {accumulate!r}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
+    if precision not in ("32", "bf16", "fp16"):
+        raise ValueError(f"precision must be '32', 'bf16' or 'fp16', got {precision!r}")
+    if precision == "fp16" and grad_scaler is None:
+        raise ValueError("precision='fp16' needs grad_scaler=torch.amp.GradScaler(...): fp16 gradients underflow")
+
+
+def _stacked_losses(model: nn.Module, combiner: LossCombiner, batch: Any) -> Tensor:
+    """The stacked task losses of a batch, or of a group of micro-batches (concatenated)."""
+    if isinstance(batch, MicroBatches):
+        return concat_task_losses([combiner.stack(model(part)) for part in batch])
+    return combiner.stack(model(batch))
+
+
+def _plain(record: Any) -> Any:
+    return {"micro_batches": list(record)} if isinstance(record, MicroBatches) else record
+
+
+def _grouped(record: Any) -> Any:
+    if isinstance(record, dict) and set(record) == {"micro_batches"}:
+        return MicroBatches(record["micro_batches"])
+    return record
 
 
 def _require_grad(outputs: Mapping[str, Tensor]) -> None:

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from meltr.batches import MicroBatches
 from meltr.combine.base import LossCombiner
-from meltr.contract import stack_task_losses
+from meltr.contract import concat_task_losses, stack_task_losses
 from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.linalg import Params, dot, grad_or_zeros
 
@@ -129,6 +130,8 @@ class MetaProblem:
     # -- losses --------------------------------------------------------------------------------------------------
     def task_losses(self, batch: Any, params: Sequence[Tensor] | None = None) -> Tensor:
         """The stacked task losses ``l(w; batch)`` in the combiner's order, optionally at other values of ``w``."""
+        if isinstance(batch, MicroBatches):  # the micro-batches of one accumulated optimiser step
+            return concat_task_losses([self.task_losses(part, params) for part in batch])
         seed = self.seed_of(batch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

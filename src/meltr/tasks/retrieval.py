@@ -88,7 +88,7 @@ class Retrieval(TaskModel):
 
     def evaluate(self, world, split: str, batch_size: int = 64, max_clips: int | None = None) -> dict[str, float]:
         sim = self.similarity(world, split, batch_size, max_clips)
-        scores = retrieval_metrics(sim.double().numpy())
+        scores = retrieval_metrics(sim.double().cpu().numpy())
         return {k: float(v) for k, v in scores.as_dict().items() if k.startswith("t2v/")}
 
 
