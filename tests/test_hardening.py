@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import itertools
 import json
 import os
 import shutil
@@ -325,7 +326,7 @@ def _toy_learner(meta_every: int, seed: int = 0):
     model = Noisy(problem.dim)
     combiner = build_combiner("meltr", TASKS, d_model=8, mlp_hidden=4, ff_dim=8, num_heads=2)
     learner = AuxiliaryLearner(model, combiner, torch.optim.SGD(model.parameters(), lr=0.05), meta_every=meta_every)
-    return learner, list(problem.batches(batch_size=4, seed=seed))[:6]
+    return learner, list(itertools.islice(problem.batches(batch_size=4, seed=seed), 6))  # batches() is endless
 
 
 def test_meta_steps_leave_the_models_random_stream_alone():
