@@ -42,8 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meltr.config import help_field
-from meltr.models.base import check_flag, check_positive, check_probability
+from meltr.config import check_flag, check_positive, check_probability, help_field
 from meltr.models.layers import Transformer, causal_mask, masked_mean
 from meltr.models.losses import masked_token_loss, pair_matching_loss
 from meltr.models.masking import (
