@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import parameters_to_vector
 
 from meltr.batches import MicroBatches, ReplayStorage
 from meltr.combine.base import LossCombiner
@@ -32,6 +33,7 @@ from meltr.distributed import all_reduce_mean, any_process, original_forward, un
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.estimators import Estimator
+from meltr.hypergrad.linalg import grad_or_zeros
 from meltr.hypergrad.problem import DEFAULT_FD_SCALE, DEFAULT_REG_WEIGHT
 
 
@@ -127,20 +129,6 @@ class _Batches:
                 return next(self._iterator)
             except StopIteration:
                 raise ValueError(f"{self.name} yielded no batch") from None
-
-
-def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
-    return torch.cat(
-        [(torch.zeros_like(p) if g is None else g).reshape(-1).double() for g, p in zip(grads, params, strict=True)]
-    )
-
-
-def _unflat(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
-    out, start = [], 0
-    for p in params:
-        out.append(flat[start : start + p.numel()].view_as(p).to(p.dtype))
-        start += p.numel()
-    return out
 
 
 def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str]:
@@ -519,16 +507,14 @@ class AuxiliaryLearner:
                 seed = int(torch.randint(0, 2**62, (), generator=self._lookahead_generator))
                 torch.manual_seed(seed)
                 primary = _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
-                grad_primary = _flat(torch.autograd.grad(primary, params, allow_unused=True), params)
+                grad_primary = parameters_to_vector(grad_or_zeros(primary, params)).double()
                 torch.manual_seed(seed + 1)
                 stacked = _stacked_losses(model, self.combiner, train_batch)
                 directions = {}
                 for label, state in (("before", previous_combiner), ("after", current)):
                     self.combiner.load_state_dict(state)
                     loss = self.combiner(stacked)
-                    directions[label] = _flat(
-                        torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params
-                    )
+                    directions[label] = parameters_to_vector(grad_or_zeros(loss, params, retain_graph=True)).double()
                 norm_w = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
                 out: dict[str, float] = {}
                 for label, direction in directions.items():
@@ -537,9 +523,11 @@ class AuxiliaryLearner:
                     )
                     step = 1e-3 * norm_w * direction / direction.norm().clamp_min(1e-30)
                     with torch.no_grad():
+                        # in place, so that the parameters keep their storage (DDP buckets, optimiser state)
                         saved = [p.detach().clone() for p in params]
-                        for p, o in zip(params, _unflat(step, params), strict=True):
-                            p.sub_(o)
+                        offsets = step.split([p.numel() for p in params])
+                        for p, offset in zip(params, offsets, strict=True):
+                            p.sub_(offset.view_as(p).to(p.dtype))
                         torch.manual_seed(seed)
                         out[f"lookahead/loss_{label}"] = float(
                             _stacked_losses(model, self.combiner, held_out)[..., self.combiner.primary_index].mean()
