@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meltr.config import check_positive, check_probability, help_field, preset_config
+from meltr.config import check_flag, check_positive, check_probability, help_field, preset_config
 from meltr.models.base import BACKBONES, require
 from meltr.models.layers import PatchEmbedding, TextEmbedding, TokenPredictionHead, Transformer, init_weights
 from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
@@ -83,9 +83,13 @@ class AllInOneConfig:
         0.125,
     )
     temperature: float = help_field("Temperature of VTC's InfoNCE over cosine similarities (All-in-one: 0.05).", 0.05)
+    hard_negatives: bool = help_field(
+        "Draw VTM's negative video by VTC's similarity (ALBEF's hard negatives) instead of uniformly.", False
+    )
 
     def __post_init__(self) -> None:
         self.special_tokens = special_tokens(self.special_tokens)
+        check_flag(self, "hard_negatives")
         check_positive(
             self,
             "vocab_size",
@@ -129,7 +133,9 @@ class AllInOne(nn.Module):
     """All-in-one-style unified transformer; ``forward(batch)`` gives ``vtm``, ``mlm``, ``vtc``, each ``[B]``.
 
     - ``vtm``: each sample's text is paired with its own video or, with probability 1/2, another clip's video
-      (All-in-one's ITM with ``false_image``); binary cross-entropy of the pooled [CLS] state.
+      (All-in-one's ITM with ``false_image``); binary cross-entropy of the pooled [CLS] state. With
+      ``hard_negatives`` the other video of text ``i`` is ``j`` with probability ``softmax_j(s_ij)`` over the
+      other clips, ``s`` VTC's logits (ALBEF, Li et al. 2021, Sec. 3.2); else uniform.
     - ``mlm``: masked language modelling over the text states of the joint pass.
     - ``vtc``: symmetric InfoNCE between the [CLS] state of the text alone and the frame-token state of the
       video alone, both through the same encoder and a linear projection (All-in-one's ``ind_itc``).
@@ -223,11 +229,13 @@ class AllInOne(nn.Module):
         masked_text, text_selected = mask_tokens(
             text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
         )
-        partner, has_partner = sample_negatives(size, clip_id, generator, text.device)
+        visual = self._visual(batch)
+        similarity = self._text_vector(text, text_mask) @ self._video_vector(visual).t()
+        hard = similarity / c.temperature if c.hard_negatives else None
+        partner, has_partner = sample_negatives(size, clip_id, generator, text.device, hard)
         swap = (torch.rand(size, generator=generator, device=text.device) < 0.5) & has_partner
         shown = torch.where(swap, partner, torch.arange(size, device=text.device))
 
-        visual = self._visual(batch)
         words = self.text_embedding(text)
         states = self._encode(
             torch.cat([words, self.text_embedding(masked_text)]),
@@ -236,7 +244,6 @@ class AllInOne(nn.Module):
         )
         matching, masked = states.split(size)
         mlm_logits = self.mlm_head(masked[:, : text.shape[1]], self.text_embedding.word.weight)
-        similarity = self._text_vector(text, text_mask) @ self._video_vector(visual).t()
         return {
             "vtm": binary_matching_loss(self._match_logits(matching), ~swap),
             "mlm": masked_token_loss(mlm_logits, text, text_selected),

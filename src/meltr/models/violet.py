@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from meltr.config import check_positive, check_probability, help_field, preset_config
+from meltr.config import check_flag, check_positive, check_probability, help_field, preset_config
 from meltr.models.base import BACKBONES, require
 from meltr.models.layers import (
     PatchEmbedding,
@@ -26,8 +26,14 @@ from meltr.models.layers import (
     patchify,
 )
 from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
-from meltr.models.losses import masked_token_loss, pair_matching_loss
-from meltr.models.masking import mask_tokens, sample_negatives, sample_positions, special_tokens
+from meltr.models.losses import masked_token_loss, pair_matching_loss, symmetric_info_nce
+from meltr.models.masking import (
+    mask_tokens,
+    other_samples_of_same_clip,
+    sample_negatives,
+    sample_positions,
+    special_tokens,
+)
 
 VIOLET_TASKS: tuple[str, ...] = ("vtm", "mlm", "mvm")
 
@@ -105,9 +111,26 @@ class VioletConfig:
         "Sub-blocks per side of a patch whose mean colours the quantiser reads (must divide patch_size).", 1
     )
     codebook_seed: int = help_field("Seed of the patch quantiser's prototypes.", 0)
+    contrastive: bool = help_field(
+        "Add a video-text contrastive task 'vtc' (not in Violet; ALBEF's ITC): symmetric InfoNCE between the "
+        "projected [CLS] state of the text alone and the mean state of the video alone, both through the same "
+        "transformer.",
+        False,
+    )
+    hard_negatives: bool = help_field(
+        "Draw VTM's negative video by VTC's similarity (ALBEF's hard negatives) instead of uniformly; needs "
+        "contrastive.",
+        False,
+    )
+    temperature: float = help_field("Temperature of VTC's InfoNCE over cosine similarities (ALBEF: 0.07).", 0.05)
 
     def __post_init__(self) -> None:
         self.special_tokens = special_tokens(self.special_tokens)
+        check_flag(self, "contrastive", "hard_negatives")
+        if self.hard_negatives and not self.contrastive:
+            raise ValueError("VioletConfig.hard_negatives draws negatives by VTC's similarity; set contrastive=true")
+        if not self.temperature > 0:
+            raise ValueError(f"VioletConfig.temperature must be positive, got {self.temperature!r}")
         check_positive(
             self,
             "vocab_size",
@@ -142,6 +165,12 @@ class Violet(nn.Module):
     - ``mlm``: masked language modelling; ``mvm``: prediction of the quantiser code of each masked patch
       (masked patches get a learned [MASK] embedding). Text and patches are masked in the same pass, as in
       Violet.
+    - ``vtc`` (only with ``contrastive``; not one of Violet's tasks): ALBEF's image-text contrastive loss,
+      symmetric InfoNCE of ``s_ij = <t_i, v_j> / tau`` between the unit-norm projected [CLS] state of text ``i``
+      alone and the mean state of video ``j`` alone (:meth:`encode_text`, :meth:`encode_video`). With
+      ``hard_negatives``, VTM's negative video for text ``i`` is ``j`` with probability ``softmax_j(s_ij)``
+      over the other clips (ALBEF, Li et al. 2021, Sec. 3.2): a video the contrastive head confuses with the
+      true one, so VTM must read what tells them apart.
 
     Args:
         config: the configuration (default: :class:`VioletConfig`).
@@ -166,6 +195,10 @@ class Violet(nn.Module):
             nn.Linear(c.dim, c.dim), nn.GELU(), nn.LayerNorm(c.dim), nn.Linear(c.dim, c.codebook_size)
         )
         self.vtm_head = nn.Sequential(nn.Linear(c.dim, c.dim), nn.GELU(), nn.Linear(c.dim, 1))
+        self.tasks = (*VIOLET_TASKS, "vtc") if c.contrastive else VIOLET_TASKS
+        if c.contrastive:  # only then: a checkpoint made without them loads as it was saved
+            self.text_projection = nn.Linear(c.dim, c.dim)
+            self.video_projection = nn.Linear(c.dim, c.dim)
         self.apply(init_weights)
         self.quantizer = PatchQuantizer(c.patch_size, c.channels, c.codebook_size, c.codebook_grid, c.codebook_seed)
 
@@ -206,9 +239,16 @@ class Violet(nn.Module):
         )
         eligible = torch.ones(size, frames * patches, dtype=torch.bool, device=text.device)
         patch_selected = sample_positions(eligible, c.patch_mask_prob, generator)
-        partner, has_partner = sample_negatives(size, batch.get("clip_id"), generator, text.device)
-
+        clip_id = batch.get("clip_id")
         visual = self.patch_embedding(video).flatten(1, 2)
+        losses = {}
+        similarity = None
+        if c.contrastive:
+            similarity = self._text_vector(text, text_mask) @ self._video_vector(visual).t() / c.temperature
+            losses["vtc"] = symmetric_info_nce(similarity, other_samples_of_same_clip(clip_id, size, text.device))
+        hard = similarity if c.hard_negatives else None
+        partner, has_partner = sample_negatives(size, clip_id, generator, text.device, hard)
+
         masked_visual = self.patch_embedding(
             video, patch_selected.view(size, frames, patches), self.visual_mask_token
         ).flatten(1, 2)
@@ -225,18 +265,27 @@ class Violet(nn.Module):
             "vtm": pair_matching_loss(logits[:size], logits[size:], has_partner),
             "mlm": masked_token_loss(mlm_logits, text, text_selected),
             "mvm": masked_token_loss(self.mvm_head(masked_states[:, length:]), codes, patch_selected),
+            **losses,
         }
 
+    def _text_vector(self, text: Tensor, mask: Tensor) -> Tensor:
+        cls = self._encode(self.text_embedding(text), mask, None)[:, 0]
+        return F.normalize(self.text_projection(cls) if self.config.contrastive else cls, dim=-1)
+
+    def _video_vector(self, visual: Tensor) -> Tensor:
+        mean = self._encode(None, None, visual).mean(1)
+        return F.normalize(self.video_projection(mean) if self.config.contrastive else mean, dim=-1)
+
     def encode_text(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
-        """``[B, d]`` unit-norm [CLS] state of the text alone. Violet's pretext tasks do not train it as a
-        retrieval embedding (Violet retrieves with :meth:`match_score`)."""
-        mask = batch[f"{text_key}_mask"].bool()
-        return F.normalize(self._encode(self.text_embedding(batch[text_key]), mask, None)[:, 0], dim=-1)
+        """``[B, d]`` unit-norm [CLS] state of the text alone, projected by VTC's head with ``contrastive``.
+        Without it Violet's pretext tasks do not train it as a retrieval embedding (Violet retrieves with
+        :meth:`match_score`)."""
+        return self._text_vector(batch[text_key], batch[f"{text_key}_mask"].bool())
 
     def encode_video(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """``[B, d]`` unit-norm mean state of the patches alone (see :meth:`encode_text`)."""
-        visual = self.patch_embedding(self._video(batch)).flatten(1, 2)
-        return F.normalize(self._encode(None, None, visual).mean(1), dim=-1)
+        """``[B, d]`` unit-norm mean state of the patches alone, projected by VTC's head with ``contrastive``
+        (see :meth:`encode_text`)."""
+        return self._video_vector(self.patch_embedding(self._video(batch)).flatten(1, 2))
 
     def fused(self, batch: Mapping[str, Tensor], text_key: str = "text") -> Tensor:
         """``[B, d]`` [CLS] state of the joint pass over (text, video)."""
