@@ -143,6 +143,7 @@ def test_tuning_gives_every_row_the_same_lr_budget_chosen_on_validation_only(tmp
         assert outcome["scores"][key] == [r["test"] for r in reported]
     header, cells, _ = summarise(outcome)
     assert header[-2:] == ["lr", "time (s)"]
+    assert [line[-2] for line in cells] == [f"{outcome['lrs'][row_key(row)]:g}" for row in table.rows]
     markdown, _ = write(outcome, tmp_path)
     assert "validation per learning rate" in markdown.read_text()
     with pytest.raises(ValueError, match="--tune-seeds"):

@@ -64,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
     try:
-        outcome = run_table(
-            args.table, args.seeds, args.runs, args.settings, lrs=args.lrs, tune_seeds=args.tune_seeds
-        )
+        outcome = run_table(args.table, args.seeds, args.runs, args.settings, lrs=args.lrs, tune_seeds=args.tune_seeds)
         markdown, csv_path = write(outcome, args.out or args.runs, command=command)
     except ValueError as error:
         print(f"meltr reproduce: {error}", file=sys.stderr)
