@@ -18,14 +18,17 @@ from meltr.recipes.pretrain import PretrainConfig, held_out_losses, initial_back
 # - The single-stream matching (VTM) stays at chance from a random initialisation until a contrastive loss has
 #   aligned text and video in the shared transformer (benchmarks/matching_saddle.py, docs/pretraining.md): Violet
 #   gets ALBEF's contrastive head (``contrastive``, task ``vtc``), which All-in-one has; both for 800 steps.
-# - VATT's video-audio NCE waits until the video side sees the events the audio sounds: a longer pre-training.
 RECIPES = {
     "univl": ("default", 500, {}),
     "violet": ("tiny", 800, {"contrastive": True}),
     "allinone": ("tiny", 800, {}),
-    "vatt": ("tiny", 2000, {}),
 }
 DEFAULT_RECIPE = ("tiny", 400, {})
+# A known failure, expected to fail (strict: the run says so when it starts passing): the VATT-style video-audio
+# NCE stays at chance (log B) on the default world, also after 2000 steps or with 8192 pretrain clips
+# (docs/pretraining.md); it waits until the video side sees the events the audio sounds.
+AT_CHANCE = "VATT's video-audio NCE stays at chance on the default world (docs/pretraining.md)"
+KNOWN_FAILURES = {("vatt", "cma_va")}
 
 
 @functools.cache
@@ -43,7 +46,8 @@ def _cases():
     for name in BACKBONES.names():
         options = RECIPES.get(name, DEFAULT_RECIPE)[2]
         for task in build_backbone(name, "tiny", vocab_size=64, **options).tasks:
-            yield pytest.param(name, task, id=f"{name}-{task}")
+            marks = [pytest.mark.xfail(strict=True, reason=AT_CHANCE)] if (name, task) in KNOWN_FAILURES else []
+            yield pytest.param(name, task, marks=marks, id=f"{name}-{task}")
 
 
 @pytest.mark.slow
