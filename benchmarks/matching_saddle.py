@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/matching_saddle.py [--steps 400] [--backbones violet allinone]
         [--set KEY=VALUE ...] [--all-losses-only] [--world KEY=VALUE ...]
 
-Two measurements on the world and recipe of the slow pre-training test (tests/models/test_pretraining_slow.py:
+Two measurements on the world and recipe of the slow pre-training test (tests/recipes/test_pretraining_slow.py:
 2048 pretrain clips, tiny presets, AdamW lr 1e-3, warm-up 50, seed 0):
 
 1. At the initialisation ``pretrain`` starts from, how much the joint pass's outputs vary across 128 held-out

@@ -123,6 +123,32 @@ def test_tasks_trains_on_the_chosen_losses_only_and_logs_them_all(world):
     assert not torch.allclose(trained["vtm_head.2.weight"], before["vtm_head.2.weight"])
 
 
+def test_violet_with_its_contrastive_head_trains_and_logs_vtc_and_round_trips(world, tmp_path):
+    """``--set contrastive=true``: the tasks a config may name are those of the backbone with its options, and the
+    saved checkpoint rebuilds with the head (its losses included)."""
+    config = PretrainConfig(
+        backbone="violet",
+        size="tiny",
+        steps=2,
+        batch_size=4,
+        warmup_steps=1,
+        log_every=1,
+        overrides={"contrastive": True},
+        tasks=("vtc",),
+    )
+    result = pretrain(config, world)
+    assert all(record["total"] == pytest.approx(record["vtc"]) for record in result.history)
+    path = save_pretrained(tmp_path / "backbone.pt", result.model, "violet", recipe={"steps": 2})
+    loaded = load_pretrained(path)
+    assert loaded.tasks == ("vtm", "mlm", "mvm", "vtc")
+    batch = next(iter(world.loader("pretrain", batch_size=4)))
+    with torch.no_grad():
+        expected = result.model(batch, torch.Generator().manual_seed(0))
+        got = loaded.eval()(batch, torch.Generator().manual_seed(0))
+    for task in expected:
+        torch.testing.assert_close(got[task], expected[task])
+
+
 def test_choosing_tasks_leaves_the_global_random_state_alone():
     torch.manual_seed(3)
     expected = torch.rand(4)

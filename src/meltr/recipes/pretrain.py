@@ -63,7 +63,7 @@ class PretrainConfig:
         self.tasks = tuple(self.tasks)
         if self.tasks:
             with torch.random.fork_rng(devices=[]):  # building a model draws weights; leave the caller's RNG be
-                known = build_backbone(self.backbone, "tiny", vocab_size=64).tasks
+                known = build_backbone(self.backbone, "tiny", vocab_size=64, **self.overrides).tasks
             unknown = [task for task in self.tasks if task not in known]
             if unknown or len(set(self.tasks)) != len(self.tasks):
                 raise ValueError(
