@@ -72,6 +72,36 @@ QUICK = {
     "smoke": True,  # Hessian-based estimators with the jvp backend only, three epochs
 }
 FD_SCALES = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+FORWARD_FD_SCALES = (1e-4, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+SCOPES = ("last1", "last2", "head")  # named scopes whose cosine to the full hypergradient is measured
+QUIET = {"track_sensitivity": False, "check_finite_every": 0}  # no logging-only work in the inner step
+REUSE = {"meta_train_batch": "current"}
+
+
+def epoch_plan(config: dict) -> list[dict]:
+    """The Table 8 epochs: the five estimators at the recipe's ``meta_every``, then the identity estimator's options
+    (backend, reuse of the inner forward, no logging-only work), full and scoped, at ``meta_every`` 1, 3 and 10."""
+    every = config["meta_every"]
+    plan = [{"method": f"meltr:{e}:jvp", "meta_every": every} for e in ESTIMATORS]
+    plan += [{"method": "meltr:identity:double_backward", "meta_every": every}]
+    if config.get("smoke"):
+        plan = plan[:2]
+    for scope in ("", ":last1"):
+        plan.append({"method": f"meltr:identity:jvp{scope}", "meta_every": every})
+        plan.append({"method": f"meltr:identity:forward_difference{scope}", "meta_every": every})
+        plan.append({"method": f"meltr:identity:forward_difference{scope}", "meta_every": every, "options": REUSE})
+        fast = {"method": f"meltr:identity:forward_difference{scope}", "options": {**REUSE, **QUIET}}
+        plan.append({**fast, "meta_every": every})
+        for other in (1, 10):
+            plan.append({"method": f"meltr:identity:jvp{scope}", "meta_every": other})
+            plan.append({**fast, "meta_every": other})
+    plan.append({"method": "meltr:identity:jvp", "meta_every": every, "options": QUIET})
+    return plan
+
+
+def epoch_label(entry: dict) -> str:
+    options = ",".join(f"{k}={v}" for k, v in sorted(entry.get("options", {}).items()))
+    return f"{entry['method']}|every={entry['meta_every']}|{options}"
 
 
 # -- environment ---------------------------------------------------------------------------------------------------
@@ -124,6 +154,7 @@ def grid_methods() -> list[str]:
     for estimator in ESTIMATORS:
         methods += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
     methods += ["meltr:identity:jvp:last1", "meltr:identity:double_backward:last1"]
+    methods += ["meltr:identity:forward_difference", "meltr:identity:forward_difference:last1"]
     return methods + list(PEERS)
 
 
@@ -132,7 +163,10 @@ def accuracy_methods() -> tuple[list[str], list[str]]:
     float32 = ["official"]
     for estimator in ("identity", "neumann", "cg", "unrolled"):
         float32 += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
-    float32 += [f"fd_scale:{scale:g}" for scale in FD_SCALES] + list(PEERS)
+    float32 += ["meltr:identity:forward_difference", "meltr:unrolled:forward_difference"]
+    float32 += [f"meltr:identity:jvp:{scope}" for scope in SCOPES]
+    float32 += [f"fd_scale:{scale:g}" for scale in FD_SCALES]
+    float32 += [f"forward_fd_scale:{scale:g}" for scale in FORWARD_FD_SCALES] + list(PEERS)
     references = [f"meltr:{e}:double_backward" for e in ("identity", "neumann", "cg", "unrolled")]
     return float32, [*references, "nodirect:identity:double_backward", "plaincg"]
 
@@ -164,15 +198,17 @@ def run_all(config: dict, threads: int, raw_path: Path) -> dict:
         run_job({**common, "methods": references, "out": str(out) + "-64.pt", "float64": True}, threads, log)
         results["accuracy_files"] = [str(out) + "-32.pt", str(out) + "-64.pt"]  # compared by the report
 
+        raw_path.write_text(json.dumps(results, indent=1))  # a partial result survives an interrupted run
         print("epochs (Table 8)", flush=True)
-        epoch_methods = [f"meltr:{e}:jvp" for e in ESTIMATORS]
-        epoch_methods += ["meltr:identity:double_backward", "meltr:identity:jvp:last1"]
-        if config.get("smoke"):
-            epoch_methods = epoch_methods[:2]
-        for method in epoch_methods:
-            job = {"kind": "epoch", "method": method, "batch": config["batch"], "size": config["size"]}
-            job.update(steps=config["epoch_steps"], meta_every=config["meta_every"])
-            results["epoch"][method] = run_job(job, threads, log)
+        for entry in epoch_plan(config):
+            job = {"kind": "epoch", "batch": config["batch"], "size": config["size"], **entry}
+            # at least 5 meta periods, and at least the configured epoch
+            job["steps"] = max(config["epoch_steps"], min(5 * entry["meta_every"], 2 * config["epoch_steps"]))
+            if entry["meta_every"] == 1:
+                job["steps"] = max(6, config["epoch_steps"] // 2)
+            result = run_job(job, threads, log)
+            results["epoch"][epoch_label(entry)] = {**result, "entry": entry}
+        raw_path.write_text(json.dumps(results, indent=1))
 
         print("size sweep", flush=True)
         for size in config["sweep"]:
