@@ -11,8 +11,8 @@ The job's result is printed as one JSON line prefixed with ``RESULT``. Kinds of 
 
 A "method" is ``baseline`` (forward, backward of the sum of the losses, AdamW step), ``official`` (the three
 ``autograd.grad`` calls of the official MELTR code, written out below), ``meltr:<estimator>:<backend>[:last<n>]``
-(``AuxiliaryLearner.meta_step``, optionally scoped to the last ``n`` blocks, ``:head`` to the heads only), ``betty:<darts|neumann|cg>`` or
-``torchopt:<cg|neumann>``.
+(``AuxiliaryLearner.meta_step``, optionally scoped to the last ``n`` blocks, ``:head`` to the heads only),
+``betty:<darts|neumann|cg>`` or ``torchopt:<cg|neumann>``.
 """
 
 from __future__ import annotations

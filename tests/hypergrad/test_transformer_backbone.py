@@ -58,8 +58,8 @@ def test_backends_agree_on_the_transformer_backbone():
     results = {}
     for backend in BACKENDS.names():
         problem = MetaProblem(
-                model, combiner, [n for n, _ in model.named_parameters()], batch, batch, backend=BACKENDS.get(backend)
-            )
+            model, combiner, [n for n, _ in model.named_parameters()], batch, batch, backend=BACKENDS.get(backend)
+        )
         with sdpa_kernel(SDPBackend.MATH):
             results[backend] = torch.cat([g.reshape(-1) for g in build_estimator("identity")(problem)])
     reference = results["double_backward"]

@@ -205,4 +205,13 @@ class MetaProblem:
         return self.reduce(self.backend(self, vector, aux_grad))
 
 
-__all__ = ["DEFAULT_FD_SCALE", "DEFAULT_FORWARD_FD_SCALE", "MetaProblem", "Params", "dot", "grad_or_zeros", "primary_objective", "regulariser"]
+__all__ = [
+    "DEFAULT_FD_SCALE",
+    "DEFAULT_FORWARD_FD_SCALE",
+    "MetaProblem",
+    "Params",
+    "dot",
+    "grad_or_zeros",
+    "primary_objective",
+    "regulariser",
+]
