@@ -66,3 +66,5 @@ def test_backends_agree_on_the_transformer_backbone():
     assert (results["jvp"] - reference).norm() <= 1e-8 * reference.norm()
     # central differences with the default step ||e v|| = 1e-3 ||w||: the 1e-3 the backends promise
     assert (results["finite_difference"] - reference).norm() <= 1e-3 * reference.norm()
+    # one-sided differences, O(e) with the default ||e v|| = 1e-6 ||w|| (float64 here: truncation only)
+    assert (results["forward_difference"] - reference).norm() <= 1e-4 * reference.norm()
