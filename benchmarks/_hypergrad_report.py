@@ -616,9 +616,10 @@ about +110-140%; the Hessian-based schemes cost more here than in the paper.
 "scope = last block" differentiate only through the last block of every transformer stack and the heads. The
 backward passes stop at the earliest scoped layer and the forward-mode tangents start there, so the meta step gets
 cheaper; the price is bias: the estimate becomes `d_phi L_pri - grad_phi <v_S, grad_{w_S} L_aux>`, the full one with
-the primary gradient zeroed outside `S` (tests/hypergrad/test_scope.py checks exactly this), i.e. it ignores how the combiner
-moves every weight outside the scope. Use it when the meta step dominates (large backbones, frequent meta steps,
-Hessian-based estimators); keep the full scope when the identity/jvp step is cheap enough.
+the primary gradient zeroed outside `S` (tests/hypergrad/test_scope.py checks exactly this), i.e. it ignores how the
+combiner moves every weight outside the scope; the accuracy table gives its cosine to the full hypergradient per
+scope. Use it when the meta step dominates (large backbones, frequent meta steps, Hessian-based estimators) and the
+cosine is high enough; keep the full scope when the identity step is cheap enough.
 
 **Finite differences in float32.** The error of a central difference is truncation `O(e^2)` plus float32 rounding of
 the losses divided by the step. These losses bend sharply along the primary gradient (temperature-scaled contrastive
