@@ -101,13 +101,17 @@ def epoch_plan(config: dict) -> list[dict]:
     if config.get("key_only"):
         fast = {"method": "meltr:identity:forward_difference", "options": {**REUSE, **QUIET}}
         fast_scoped = {**fast, "method": "meltr:identity:forward_difference:last1"}
+        # most telling first: the default and the fastest options at the recipe's meta_every
         plan = [
-            {"method": "meltr:identity:jvp:last1", "meta_every": every},
+            {"method": "meltr:identity:jvp", "meta_every": every},
+            {**fast, "meta_every": every},
+            {**fast_scoped, "meta_every": every},
             {"method": "meltr:identity:forward_difference", "meta_every": every},
-            {"method": "meltr:identity:forward_difference", "meta_every": every, "options": REUSE},
             {"method": "meltr:identity:jvp", "meta_every": every, "options": QUIET},
+            {"method": "meltr:identity:forward_difference", "meta_every": every, "options": REUSE},
+            {"method": "meltr:identity:jvp:last1", "meta_every": every},
         ]
-        for other in (1, every, 10):
+        for other in (1, 10):
             plan += [{"method": "meltr:identity:jvp", "meta_every": other}, {**fast, "meta_every": other}]
             plan.append({**fast_scoped, "meta_every": other})
         return plan
@@ -232,16 +236,37 @@ def accuracy_methods() -> tuple[list[str], list[str]]:
     return float32, [*references, "nodirect:identity:double_backward", "plaincg"]
 
 
-def run_all(config: dict, threads: int, raw_path: Path) -> dict:
+def resumed_results(raw_path: Path) -> dict | None:
+    """The results of an interrupted run: its raw file, with the epochs its job log recorded after it was written."""
+    if not raw_path.exists():
+        return None
+    results = json.loads(raw_path.read_text())
+    log_path = raw_path.with_suffix(".log.jsonl")
+    for line in log_path.read_text().splitlines() if log_path.exists() else []:
+        record = json.loads(line)
+        job = record["job"]
+        if job["kind"] == "epoch" and "result" in record:
+            entry = {k: job[k] for k in ("method", "meta_every", "options") if k in job}
+            results["epoch"].setdefault(epoch_label(entry), {**record["result"], "entry": entry})
+    return results
+
+
+def run_all(config: dict, threads: int, raw_path: Path, resume: bool = False) -> dict:
     results: dict = {"config": config, "threads": threads, "grid": {}, "epoch": {}, "sweep": [], "accuracy": {}}
     results["load_before"] = os.getloadavg()
     results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    start = time.perf_counter()
-    with open(raw_path.with_suffix(".log.jsonl"), "w") as log:
+    previous = resumed_results(raw_path) if resume else None
+    if previous is not None:
+        results = {**previous, "config": config, "threads": threads}
+        results["resumed"] = [*results.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S %Z")]
+    start = time.perf_counter() - results.get("wall_s", 0.0)
+    with open(raw_path.with_suffix(".log.jsonl"), "a" if previous is not None else "w") as log:
         print("meta steps on the reference backbone", flush=True)
         for method in grid_methods():
             if config.get("key_only") and method not in KEY_GRID:
                 continue
+            if "ratios" in results["grid"].get(method, {}):
+                continue  # measured before the run was interrupted
             if config.get("smoke") and method.split(":")[1:2] in (["neumann"], ["cg"], ["stocbio"], ["unrolled"]):
                 if ":jvp" not in method:
                     continue
@@ -257,18 +282,24 @@ def run_all(config: dict, threads: int, raw_path: Path) -> dict:
         float32, references = accuracy_methods()
         out = raw_path.parent / "accuracy"
         common = {"kind": "accuracy", "batch": config["accuracy_batch"], "size": config["size"]}
-        results["accuracy_stats"] = run_job({**common, "methods": float32, "out": str(out) + "-32.pt"}, threads, log)
-        run_job({**common, "methods": references, "out": str(out) + "-64.pt", "float64": True}, threads, log)
-        results["accuracy_files"] = [str(out) + "-32.pt", str(out) + "-64.pt"]  # compared by the report
+        files = [str(out) + "-32.pt", str(out) + "-64.pt"]
+        if results.get("accuracy_files") != files or not all(Path(f).exists() for f in files):
+            results["accuracy_stats"] = run_job({**common, "methods": float32, "out": files[0]}, threads, log)
+            run_job({**common, "methods": references, "out": files[1], "float64": True}, threads, log)
+            results["accuracy_files"] = files  # compared by the report
 
+        results["wall_s"] = time.perf_counter() - start
         raw_path.write_text(json.dumps(results, indent=1))  # a partial result survives an interrupted run
         print("epochs (Table 8)", flush=True)
         for entry in epoch_plan(config):
+            if "meltr_step_s" in results["epoch"].get(epoch_label(entry), {}):
+                continue
             job = {"kind": "epoch", "batch": config["batch"], "size": config["size"], **entry}
             job["steps"] = epoch_steps(config, entry["meta_every"])
             result = run_job(job, threads, log)
             results["epoch"][epoch_label(entry)] = {**result, "entry": entry}
-        raw_path.write_text(json.dumps(results, indent=1))
+            results["wall_s"] = time.perf_counter() - start
+            raw_path.write_text(json.dumps(results, indent=1))
 
         print("size sweep", flush=True)
         for size in [] if config.get("key_only") else config["sweep"]:
@@ -299,6 +330,9 @@ def main() -> None:
         help="measure only the identity estimator's rows (meta steps, epochs, accuracy); carry the other rows over "
         "from the last full run's report, marked",
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run: keep the rows its raw results hold"
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last raw results")
     parser.add_argument(
         "--output", type=Path, default=None, help="Markdown report (default docs/hypergrad-benchmark.md)"
@@ -315,7 +349,7 @@ def main() -> None:
         json.loads(raw_path.read_text())  # fails early without a previous run
     else:
         config = QUICK if args.quick else KEY if args.key_rows else FULL
-        results = run_all(config, args.threads, raw_path)
+        results = run_all(config, args.threads, raw_path, resume=args.resume)
         if config.get("key_only"):
             results["previous"] = previous_rows()
             raw_path.write_text(json.dumps(results, indent=1))
