@@ -346,13 +346,14 @@ def main() -> None:
     ensure_bench_venv()  # every measurement runs in a subprocess of .bench-venv; this process plans and reports
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        json.loads(raw_path.read_text())  # fails early without a previous run
+        results = json.loads(raw_path.read_text())  # fails early without a previous run
+        results.setdefault("load_after", os.getloadavg())  # an interrupted run's raw results end early
     else:
         config = QUICK if args.quick else KEY if args.key_rows else FULL
         results = run_all(config, args.threads, raw_path, resume=args.resume)
-        if config.get("key_only"):
-            results["previous"] = previous_rows()
-            raw_path.write_text(json.dumps(results, indent=1))
+    if results["config"].get("key_only"):
+        results["previous"] = previous_rows()
+    raw_path.write_text(json.dumps(results, indent=1))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")]))
     subprocess.run(
         [str(PYTHON), str(ROOT / "benchmarks" / "_hypergrad_report.py"), str(raw_path), str(output)],
