@@ -67,7 +67,10 @@ class FinetuneConfig:
     out_root: str = help_field("Folder that holds run directories.", "runs")
     backbone: str = help_field("Backbone: univl, violet or allinone.", "univl")
     checkpoint: str = help_field("'pretrained' (the shipped checkpoint), 'none' (random init) or a path.", "pretrained")
-    size: str = help_field("Backbone preset when checkpoint is 'none': default or tiny.", "default")
+    size: str = help_field(
+        "Backbone preset: default or tiny (with checkpoint 'pretrained', the checkpoint shipped at that size).",
+        "default",
+    )
     backbone_options: dict[str, Any] = help_field("Backbone config fields to change.", factory=dict)
     task: str = help_field("Downstream task: retrieval, captioning, qa or sentiment.", "retrieval")
     task_options: dict[str, Any] = help_field("Options of the task (e.g. qa_types, scoring).", factory=dict)
@@ -358,7 +361,7 @@ def starting_point(config: FinetuneConfig) -> dict[str, Any]:
     Two runs of one recipe are the same run only if they start from the same weights: a re-made
     ``pretrained`` checkpoint changes the digest, not the recipe.
     """
-    path = checkpoint_file(config.checkpoint, config.backbone)
+    path = checkpoint_file(config.checkpoint, config.backbone, config.size)
     if path is None or not path.is_file():
         return {"checkpoint": None if path is None else str(path), "sha256": None}
     return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
