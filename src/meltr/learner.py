@@ -257,7 +257,7 @@ class AuxiliaryLearner:
         direct_term: bool = True,
         clip_norm: float | None = 50.0,
         on_nonfinite: Literal["skip", "raise"] = "skip",
-        hypergrad_scope: Sequence[str] | None = None,
+        hypergrad_scope: str | Sequence[str] | None = None,
         fd_scale: float | None = None,
         track_sensitivity: bool | int = True,
         meta_train_batch: Literal["replay", "current"] = "replay",
