@@ -3,6 +3,7 @@
     meltr reproduce 7                      # Table 7: manual schemes (A)-(E) vs MELTR, 3 seeds
     meltr reproduce 1 --seeds 0 1 2 3 4    # more seeds
     meltr reproduce 2 --set epochs=3       # change the miniature recipe for every run of the table
+    meltr reproduce 1 --lrs 1e-4 3e-4 --tune-seeds 1   # each row's learning rate chosen on seed 0's validation
     meltr reproduce --list                 # what each table covers
 
 Every run is a ``meltr finetune`` run directory under ``--runs`` (a finished run of the same recipe is reused, an
@@ -31,6 +32,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runs", type=Path, default=Path("runs/reproduce"), help="run directories (default: %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=None, help="where table<N>.md/.csv go (default: --runs)")
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        help="tune every fine-tuned row's learning rate over these values on the validation split (the same "
+        "budget for each row) and report its runs at the chosen one",
+    )
+    parser.add_argument(
+        "--tune-seeds",
+        type=int,
+        default=None,
+        help="with --lrs: tune on the first K seeds only (default: every seed)",
+    )
     parser.add_argument("--list", action="store_true", help="list the tables and their rows")
     parser.set_defaults(func=run)
 
@@ -49,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
     try:
-        outcome = run_table(args.table, args.seeds, args.runs, args.settings)
+        outcome = run_table(args.table, args.seeds, args.runs, args.settings, lrs=args.lrs, tune_seeds=args.tune_seeds)
         markdown, csv_path = write(outcome, args.out or args.runs, command=command)
     except ValueError as error:
         print(f"meltr reproduce: {error}", file=sys.stderr)
