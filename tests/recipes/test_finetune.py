@@ -345,12 +345,13 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("backbone.hf=nowhere", r"field 'backbone.hf': nowhere is not a backbone directory .* or hf: tiny-random"),
+        ("backbone={hf: nowhere}", r"field 'backbone.hf': nowhere is not a backbone directory .* or hf: tiny-random"),
         ("backbone.kind=bert", "field 'backbone.kind' must be one of \\['bert\\+clip'"),
         ("backbone.width=31", "field 'backbone.width' must be an even integer"),
+        ("backbone.hf=towers", r"field 'backbone.kind' belongs to hf: tiny-random, .* backbone=\{hf: towers\}"),
         ("backbone.dimm=8", "field 'backbone.dimm': not an option of the transformers backbone .*did you mean 'dim'"),
         ("backbone.mask_prob=2", r"field 'backbone': HFConfig.mask_prob must be in \[0, 1\]"),
-        ("backbone.kind=clip backbone.mlm=true", "field 'backbone.mlm': the CLIP-style text tower is causal"),
+        ("backbone.kind=clip;backbone.mlm=true", "field 'backbone.mlm': the CLIP-style text tower is causal"),
         ("checkpoint=none", "field 'checkpoint' does not apply to a transformers backbone"),
         ("backbone_options.dropout=0", "field 'backbone_options' does not apply to a transformers backbone"),
     ],
@@ -358,7 +359,7 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch):
 def test_bad_transformers_backbone_specs_name_the_key(override, message):
     pytest.importorskip("transformers")
     with pytest.raises(ValueError, match=message):
-        FinetuneConfig.load(config_path("tiny_hf"), override.split())
+        FinetuneConfig.load(config_path("tiny_hf"), override.split(";"))
 
 
 def tiny_hf_overrides(tmp_path, name):

@@ -215,6 +215,12 @@ def check_hf_spec(spec: Mapping[str, Any], source: str = "config") -> None:
         causal = kind in ("clip", "xclip")
         settings = tiny_heads(kind, options)
     else:
+        tiny = sorted({"kind", "width"} & set(options))
+        if tiny:
+            raise ConfigError(
+                f"{source}: field 'backbone.{tiny[0]}' belongs to hf: {TINY_RANDOM}, not to a directory; replace the "
+                f"whole spec, e.g. backbone={{hf: {where}}}"
+            )
         root = Path(where)
         layout = next((names for names in TOWER_LAYOUTS if all((root / n).is_dir() for n in names)), None)
         if layout is None:
