@@ -59,6 +59,7 @@ def test_overrides_set_fields_and_nested_options():
         ("max_grad_norm=0", "field 'max_grad_norm' must be positive or null, got 0.0"),
         ("accumulate=0", "field 'accumulate' must be at least 1"),
         ("accumulate=1.5", "field 'accumulate' must be an integer"),
+        ("replay_storage=index", "field 'replay_storage' must be device or cpu"),
         ("accumulate=7", r"world.n_train \(96\) is smaller than batch_size x accumulate \(112\)"),
         ("backbone=bert", "field 'backbone' must be one of .* or {hf: DIR, ...}, got 'bert'"),
     ],
@@ -93,9 +94,9 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
 
     # every keyword of the learner that is not an object the recipe builds is a field of the config
     built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma", "grad_scaler"}
-    # the training-loop hooks: objects of the user's own loop (backward, replay_fetch) or options the recipe does not
-    # expose yet (replay storage); a new learner keyword must be a config field or listed here
-    loop_hooks = {"backward", "replay_storage", "replay_fetch", "replay_index_key", "replay_in_checkpoint"}
+    # the training-loop hooks for a user's own loop: how it back-propagates, and how it re-fetches replayed batches
+    # from dataset indices (replay_storage='index'); a new learner keyword must be a config field or listed here
+    loop_hooks = {"backward", "replay_fetch", "replay_index_key"}
     options = [p for p in inspect.signature(AuxiliaryLearner).parameters.values() if p.kind is p.KEYWORD_ONLY]
     assert {p.name for p in options} - built - loop_hooks == set(recipe.LEARNER_FIELDS)
     assert set(recipe.LEARNER_FIELDS) <= set(FinetuneConfig.__dataclass_fields__)
@@ -109,6 +110,7 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "AuxiliaryLearner", Spy)
     changed = ["clip_norm=7.5", "replay_size=4", "on_nonfinite=raise", "fd_scale=2e-5", "track_sensitivity=false"]
     changed += ["max_grad_norm=0.5", "accumulate=2", "precision=fp16"]
+    changed += ["replay_storage=cpu", "replay_in_checkpoint=false"]
     config = FinetuneConfig.load(
         config_path("tiny"), [*changed, "hypergrad_scope=[backbone.text_encoder.*]", "epochs=1", f"out_root={tmp_path}"]
     )
@@ -118,6 +120,9 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     assert seen["hypergrad_scope"] == ["backbone.text_encoder.*"]
     assert seen["max_grad_norm"] == 0.5 and seen["accumulate"] == 2 and seen["precision"] == "fp16"
     assert isinstance(seen["grad_scaler"], torch.amp.GradScaler)  # fp16 gradients underflow without one
+    assert seen["replay_storage"] == "cpu" and seen["replay_in_checkpoint"] is False
+    state = torch.load(config.run_dir / "last.pt", weights_only=True)
+    assert state["learner"]["replay_batches"] == [] and state["grad_scaler"]["scale"] > 0
 
 
 def test_a_missing_recipe_names_the_file(tmp_path):
@@ -183,8 +188,11 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
 
 @pytest.mark.parametrize(
     "loop",
-    [[], ["batch_size=8", "accumulate=2", "lr_schedule=cosine", "warmup_steps=2", "max_grad_norm=0.5"]],
-    ids=["plain", "schedule-accumulate-clip"],
+    [
+        [],
+        ["batch_size=8", "accumulate=2", "lr_schedule=cosine", "warmup_steps=2", "max_grad_norm=0.5", "precision=fp16"],
+    ],
+    ids=["plain", "schedule-accumulate-clip-fp16"],
 )
 def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, caplog, loop):
     base = [

@@ -124,6 +124,16 @@ class FinetuneConfig:
         0,
     )
     replay_size: int = help_field("Training batches kept for replayed meta batches (the official code's 10).", 10)
+    replay_storage: str = help_field(
+        "What the replay buffer keeps of a batch: device (the batch as trained on) or cpu (a CPU copy, moved back "
+        "when replayed: frees GPU memory with device=cuda).",
+        "device",
+    )
+    replay_in_checkpoint: bool = help_field(
+        "Keep the replay buffer in last.pt (false: smaller checkpoints, but a resumed run replays only batches seen "
+        "after resuming, so it differs from an uninterrupted one).",
+        True,
+    )
     clip_norm: float | None = help_field("Clip the hypergradient to this norm (official: 50; null: no clipping).", 50.0)
     on_nonfinite: str = help_field(
         "A step with non-finite losses or gradients: skip (with a warning) or raise.", "skip"
@@ -223,6 +233,12 @@ class FinetuneConfig:
                 ("weight_decay", self.weight_decay, self.weight_decay >= 0, "non-negative"),
                 ("meta_weight_decay", self.meta_weight_decay, self.meta_weight_decay >= 0, "non-negative"),
                 ("replay_size", self.replay_size, self.replay_size >= 1, "at least 1"),
+                (
+                    "replay_storage",
+                    self.replay_storage,
+                    self.replay_storage in ("device", "cpu"),
+                    "device or cpu (the learner's 'index' storage needs a loop that re-fetches batches)",
+                ),
                 ("clip_norm", self.clip_norm, self.clip_norm is None or self.clip_norm > 0, "positive or null"),
                 ("on_nonfinite", self.on_nonfinite, self.on_nonfinite in ("skip", "raise"), "'skip' or 'raise'"),
                 ("fd_scale", self.fd_scale, self.fd_scale > 0, "positive"),
@@ -363,6 +379,8 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "reg_batch",
     "lookahead_every",
     "replay_size",
+    "replay_storage",
+    "replay_in_checkpoint",
     "clip_norm",
     "on_nonfinite",
     "hypergrad_scope",
