@@ -340,6 +340,16 @@ def test_mixed_precision_runs_are_deterministic_and_differ_from_float32(tmp_path
     assert max(abs(x - y) / y for x, y in zip(losses["a"], losses["c"], strict=True)) < 0.05
 
 
+def test_a_run_gives_back_the_thread_count_and_determinism_setting_it_found(tmp_path):
+    """`threads` applies to the run only: a process that runs one recipe after another (a test suite, `meltr
+    reproduce`) must not inherit it (more threads than cores slow every later small-op model down badly)."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    threads = 2 if before[0] != 2 else 3
+    overrides = ["epochs=1", "world.n_train=16", "world.n_meta=16", "world.n_test=16", f"threads={threads}"]
+    finetune(FinetuneConfig.load(config_path("tiny"), [*overrides, f"out_root={tmp_path}"]), progress=False)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
 def test_auto_device_is_cpu_without_cuda(monkeypatch):
     from meltr.recipes.finetune import resolve_device
 

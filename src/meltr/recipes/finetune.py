@@ -569,7 +569,7 @@ def setup(
     except (TypeError, ValueError, KeyError) as error:
         raise ConfigError(f"config: {' '.join(str(error).split())}") from None
     directory.update_info(primary_task=model.primary_task, tasks=list(model.tasks), metric=model.metric)
-    device = torch.device(resolve_device(config.device))
+    device = resolve_device(config.device)
     model.to(device)
     combiner.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -771,7 +771,8 @@ def finetune(
         RunDirectoryError: the run directory is in use by another process or holds another run (nothing in it is
             touched).
 
-    The run uses PyTorch's deterministic algorithms (the setting is restored afterwards): with more than one CPU
+    The run uses PyTorch's deterministic algorithms (the setting is restored afterwards, as is torch's thread count,
+    which the ``threads`` field sets): with more than one CPU
     thread some kernels otherwise sum in a varying order, and the rounding differences grow over the run (two runs
     of one MELTR recipe differed by up to 2.5 R@1 on the demo). This holds for ``precision`` bf16 / fp16 too: autocast
     only changes which dtype each kernel runs in, so two runs of one recipe still agree bit for bit (on CUDA,
@@ -782,7 +783,7 @@ def finetune(
     if resolve_device(config.device).type == "cuda":
         # cuBLAS is deterministic only with a fixed workspace; torch raises under deterministic algorithms otherwise
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
     try:
         with directory:
@@ -791,7 +792,9 @@ def finetune(
             test, test_last = evaluate(run, unsafe=unsafe)
             return save(run, test, test_last)
     finally:
+        # the caller's settings come back: a `threads` field must not slow down whatever runs next in the process
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
 
 def resolve_device(device: str) -> torch.device:
