@@ -291,7 +291,7 @@ class FinetuneConfig:
         world = self.world_config(source)
         if world.n_train < self.batch_size * self.accumulate:
             group = self.batch_size * self.accumulate
-            what = "batch_size" if self.accumulate == 1 else f"batch_size x accumulate ({group})"
+            what = f"batch_size ({group})" if self.accumulate == 1 else f"batch_size x accumulate ({group})"
             raise ConfigError(
                 f"{source}: world.n_train ({world.n_train}) is smaller than {what}, so an epoch would take no "
                 "optimiser step; raise world.n_train or lower batch_size"
