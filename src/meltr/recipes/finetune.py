@@ -94,7 +94,10 @@ class FinetuneConfig:
         "univl",
     )
     checkpoint: str = help_field("'pretrained' (the shipped checkpoint), 'none' (random init) or a path.", "pretrained")
-    size: str = help_field("Backbone preset when checkpoint is 'none': default or tiny.", "default")
+    size: str = help_field(
+        "Backbone preset: default or tiny (with checkpoint 'pretrained', the checkpoint shipped at that size).",
+        "default",
+    )
     backbone_options: dict[str, Any] = help_field("Backbone config fields to change.", factory=dict)
     task: str = help_field("Downstream task: retrieval, captioning, qa or sentiment.", "retrieval")
     task_options: dict[str, Any] = help_field("Options of the task (e.g. qa_types, scoring).", factory=dict)
@@ -446,7 +449,7 @@ def starting_point(config: FinetuneConfig) -> dict[str, Any]:
     """
     if isinstance(config.backbone, dict):
         return hf_starting_point(config.backbone)
-    path = checkpoint_file(config.checkpoint, config.backbone)
+    path = checkpoint_file(config.checkpoint, config.backbone, config.size)
     if path is None or not path.is_file():
         return {"checkpoint": None if path is None else str(path), "sha256": None}
     return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
