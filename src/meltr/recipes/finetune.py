@@ -51,7 +51,8 @@ from meltr.learner import AuxiliaryLearner
 from meltr.tasks import TASKS, build_task
 from meltr.training.backbones import backbone_for, check_backbone_options, checkpoint_file
 from meltr.training.checkpoint import check_checkpoint, checkpoint_label, load_checkpoint
-from meltr.training.run_directory import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers, RunDirectory
+from meltr.training.loggers import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers
+from meltr.training.run_directory import RunDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ Leaving the ``with`` block always releases the lock.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import json
 import logging
@@ -34,6 +33,7 @@ import yaml
 from meltr._yaml import load as yaml_load
 from meltr.config import plain_data
 from meltr.training.checkpoint import atomic_save
+from meltr.training.loggers import write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -256,94 +256,6 @@ def _stale(holder: Mapping[str, Any]) -> bool:
     return False
 
 
-# -- metric logging ------------------------------------------------------------------------------------------------
-class MetricLogger(Protocol):
-    """Where a run's rows go: ``log(stream, row)`` adds a row to a stream (``steps``, ``epochs``); ``flush()``
-    makes what was logged durable; ``close()`` ends."""
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class CSVLogger:
-    """Every stream as ``<stream>.csv`` and ``<stream>.json`` in a folder (the figures read them).
-
-    Rows are kept in memory and the files rewritten atomically on :meth:`flush`, so the union of the rows' keys
-    makes the CSV's columns and a crash leaves the files of the last flush.
-    """
-
-    def __init__(self, folder: str | Path, streams: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
-        self.folder = Path(folder)
-        self.streams: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in (streams or {}).items()}
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        self.streams.setdefault(stream, []).append(dict(row))
-
-    def flush(self) -> None:
-        for stream, rows in self.streams.items():
-            write_rows(self.folder / stream, rows)
-
-    def close(self) -> None:
-        self.flush()
-
-
-class LoggingLogger:
-    """Rows of the chosen streams as log lines (``logging``, INFO), e.g. one line per epoch."""
-
-    def __init__(self, streams: tuple[str, ...] = ("epochs",), name: str = "meltr.run") -> None:
-        self.streams, self.logger = streams, logging.getLogger(name)
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        if stream in self.streams:
-            self.logger.info(
-                "%s: %s", stream, " ".join(f"{k}={_short(v)}" for k, v in row.items() if not isinstance(v, list))
-            )
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class MetricLoggers:
-    """Several loggers as one."""
-
-    def __init__(self, *loggers: MetricLogger) -> None:
-        self.loggers = loggers
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        for logger_ in self.loggers:
-            logger_.log(stream, row)
-
-    def flush(self) -> None:
-        for logger_ in self.loggers:
-            logger_.flush()
-
-    def close(self) -> None:
-        for logger_ in self.loggers:
-            logger_.close()
-
-
-def write_rows(stem: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as ``stem.csv`` and ``stem.json`` (the union of keys as CSV columns), each atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    temporary = stem.with_suffix(".csv.tmp")
-    with temporary.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(stem.with_suffix(".csv"))
-    temporary = stem.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(rows))
-    temporary.replace(stem.with_suffix(".json"))
-
-
 # -- helpers -------------------------------------------------------------------------------------------------------
 def _write_text(path: Path, text: str) -> Path:
     temporary = path.with_name(f".{path.name}.tmp")
@@ -376,18 +288,10 @@ def _first_difference(previous: Any, current: Any) -> str:
     return ""
 
 
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
 
 __all__ = [
-    "CSVLogger",
-    "LoggingLogger",
-    "MetricLogger",
-    "MetricLoggers",
     "RunDirectory",
     "RunDirectoryError",
     "read_lock",
     "read_run_info",
-    "write_rows",
 ]
