@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from tqdm import tqdm
+
 from meltr.data.config import SPLITS, WorldConfig
 
 EXPORT_FORMATS = ("msrvtt", "youcook2", "tgifqa", "msvdqa", "mosi")
@@ -141,7 +143,9 @@ def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
     n, frames = len(clips), config.n_frames
     cell = 1.1
     fig, axes = plt.subplots(n, frames, figsize=(cell * frames, (cell + 0.55) * n), squeeze=False)
+    bar = tqdm(total=n + 1, desc="drawing the preview", unit="clip", disable=None, leave=False)
     for i in range(n):
+        bar.update(1)
         video = clips.video[i].transpose(0, 2, 3, 1)  # [F, H, W, 3]
         for f in range(frames):
             ax = axes[i, f]
@@ -173,4 +177,6 @@ def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    bar.update(1)  # the last step is writing the file
+    bar.close()
     return out

@@ -301,14 +301,15 @@ def _alias_override(item: str) -> str:
 
 
 # -- building the pieces -----------------------------------------------------------------------------------------
-def build_world(config: FinetuneConfig):
-    """The run's data: the world of ``config.world``, or the dataset on disk of ``config.data``."""
+def build_world(config: FinetuneConfig, progress: bool = False):
+    """The run's data: the world of ``config.world`` (``progress``: a bar while it is generated), or the dataset on
+    disk of ``config.data``."""
     from meltr.data import make_world
 
     if config.data:
         return build_corpus(config.data)
 
-    return make_world(config.world_config())
+    return make_world(config.world_config(), progress=progress)
 
 
 def build_corpus(data: dict[str, Any]):
@@ -353,15 +354,16 @@ def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> t
     )
 
 
-def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False) -> dict[str, float]:
-    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False, progress: bool = False) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat
+    (``progress``: a bar while scoring)."""
     config.validate()
     world = world if world is not None else build_world(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = build_backbone_for(config, world, unsafe=unsafe)
         model = build_task(config.task, backbone, config.backbone, **config.task_options)
-    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips, progress=progress)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from meltr._registry import Registry
 
@@ -49,8 +50,14 @@ class TaskModel(nn.Module):
         return {}
 
     def evaluate(self, world, split: str, batch_size: int = 64, **options: Any) -> dict[str, float]:
-        """The task's standard metrics on ``split`` of ``world``."""
+        """The task's standard metrics on ``split`` of ``world`` (``progress=True``: a bar while scoring)."""
         raise NotImplementedError
+
+
+def scoring_bar(progress: bool, total: int | None = None, unit: str = "batch", iterable: Any = None) -> tqdm:
+    """The progress bar of an evaluation (over ``iterable`` if given): on stderr, only on a terminal, and only if
+    ``progress`` is asked for."""
+    return tqdm(iterable, total=total, desc="scoring", unit=unit, disable=None if progress else True, leave=False)
 
 
 def build_task(name: str, backbone: nn.Module, backbone_name: str, **options: Any) -> TaskModel:
