@@ -22,7 +22,6 @@ A run directory holds everything a run produced and everything needed to resume 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import time
@@ -49,7 +48,8 @@ from meltr.config import (
 from meltr.hypergrad import BACKENDS, ESTIMATORS
 from meltr.learner import AuxiliaryLearner
 from meltr.tasks import TASKS, build_task
-from meltr.training.backbones import backbone_for, check_backbone_options, checkpoint_file
+from meltr.training.backbones import backbone_for, check_backbone_options
+from meltr.training.backbones import starting_point as backbone_starting_point
 from meltr.training.checkpoint import check_checkpoint, checkpoint_label, load_checkpoint
 from meltr.training.loggers import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers
 from meltr.training.run_directory import RunDirectory
@@ -326,15 +326,8 @@ def build_corpus(data: dict[str, Any]):
 
 
 def starting_point(config: FinetuneConfig) -> dict[str, Any]:
-    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (``start.json``).
-
-    Two runs of one recipe are the same run only if they start from the same weights: a re-made
-    ``pretrained`` checkpoint changes the digest, not the recipe.
-    """
-    path = checkpoint_file(config.checkpoint, config.backbone)
-    if path is None or not path.is_file():
-        return {"checkpoint": None if path is None else str(path), "sha256": None}
-    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    """What a run of ``config`` starts from beyond its recipe (:func:`meltr.training.backbones.starting_point`)."""
+    return backbone_starting_point(config.checkpoint, config.backbone)
 
 
 def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> torch.nn.Module:
