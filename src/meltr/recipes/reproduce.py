@@ -125,11 +125,19 @@ def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> None:
             values[key] = json.loads(json.dumps(value))  # a copy: rows share their override dicts
 
 
-def run_config(table: Table, row: Row, seed: int, out_root: Path, settings: Sequence[str] = ()):
-    """The :class:`FinetuneConfig` of one row and seed: miniature recipe, table base, row, ``settings``."""
+def run_config(
+    table: Table,
+    row: Row,
+    seed: int,
+    out_root: Path,
+    settings: Sequence[str] = (),
+    recipe: dict[str, Any] | None = None,
+):
+    """The :class:`FinetuneConfig` of one row and seed: the recipe (default :data:`MINIATURE`), table base, row,
+    ``settings``."""
     from meltr.recipes.finetune import FinetuneConfig, apply_overrides
 
-    values: dict[str, Any] = json.loads(json.dumps(MINIATURE))  # a deep copy
+    values: dict[str, Any] = json.loads(json.dumps(MINIATURE if recipe is None else recipe))  # a deep copy
     slug = row.label.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
     if "Modality" in row.extra:
         slug += "-" + row.extra["Modality"].lower().replace("+", "")
@@ -160,8 +168,11 @@ def run_table(
     out_root: str | Path = "runs/reproduce",
     settings: Sequence[str] = (),
     progress: bool = True,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune every row of a table for every seed (reusing finished runs) and collect the test scores.
+
+    ``recipe`` is the fine-tuning recipe every run starts from (default: the shipped :data:`MINIATURE`).
 
     Returns ``{"table": Table, "scores": {row label: [scores per seed]}, "seconds": {row label: [...]}}``.
     """
@@ -171,7 +182,9 @@ def run_table(
     if not seeds:
         raise ValueError("reproduce: give at least one seed")
     out_root = Path(out_root)
-    configs = [(row, [run_config(table, row, seed, out_root, settings) for seed in seeds]) for row in table.rows]
+    configs = [
+        (row, [run_config(table, row, seed, out_root, settings, recipe) for seed in seeds]) for row in table.rows
+    ]
     worlds: dict[str, Any] = {}
     scores: dict[str, list[dict[str, float]]] = {}
     seconds: dict[str, list[float]] = {}
@@ -190,7 +203,14 @@ def run_table(
             scores.setdefault(key, []).append(test)
             results = json.loads((config.run_dir / "results.json").read_text())
             seconds.setdefault(key, []).append(float(results["seconds"]))
-    return {"table": table, "scores": scores, "seconds": seconds, "seeds": list(seeds), "settings": list(settings)}
+    return {
+        "table": table,
+        "scores": scores,
+        "seconds": seconds,
+        "seeds": list(seeds),
+        "settings": list(settings),
+        "recipe": MINIATURE if recipe is None else recipe,
+    }
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -233,7 +253,9 @@ def summarise(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]], list
     return header, cells, records
 
 
-def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tuple[Path, Path]:
+def write(
+    outcome: dict[str, Any], out_dir: str | Path, command: str = "", recipe_name: str = MINIATURE_CONFIG
+) -> tuple[Path, Path]:
     """``table<N>.md`` and ``table<N>.csv`` in ``out_dir``; returns their paths."""
     table: Table = outcome["table"]
     records = summarise(outcome)[2]
@@ -242,7 +264,9 @@ def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tu
     seeds = ", ".join(map(str, outcome["seeds"]))
     lines = [f"### Table {table.number} in miniature: {table.title}", ""]
     lines.append(f"Mean ± std over seeds {seeds} on the synthetic world's test split. {table.note}".strip())
-    lines.append(f"Recipe: the shipped config `{MINIATURE_CONFIG}` {_recipe_text(outcome['settings'])}.")
+    recipe = outcome.get("recipe", MINIATURE)
+    where = f"the shipped config `{recipe_name}`" if recipe is MINIATURE else f"`{recipe_name}`"
+    lines.append(f"Recipe: {where} {_recipe_text(outcome['settings'], recipe)}.")
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", as_markdown(outcome), ""]
@@ -256,9 +280,9 @@ def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tu
     return markdown, path
 
 
-def _recipe_text(settings: Sequence[str]) -> str:
-    base = ", ".join(f"{k}={v}" for k, v in MINIATURE.items() if k != "world")
-    world = ", ".join(f"{k}={v}" for k, v in MINIATURE["world"].items())
+def _recipe_text(settings: Sequence[str], recipe: dict[str, Any] = MINIATURE) -> str:
+    base = ", ".join(f"{k}={v}" for k, v in recipe.items() if k != "world")
+    world = ", ".join(f"{k}={v}" for k, v in recipe.get("world", {}).items())
     extra = f"; changed: {' '.join(settings)}" if settings else ""
     return f"({base}; world {world}{extra})"
 
