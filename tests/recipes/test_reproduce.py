@@ -40,7 +40,8 @@ def test_table1_has_meltr_without_the_regulariser_and_table7_the_five_schemes(tm
     table1 = {row.label: run_config(get_table(1), row, 0, tmp_path) for row in get_table(1).rows}
     assert table1["UniVL + MELTR-"].reg_weight == 0 and table1["UniVL + MELTR"].reg_weight > 0
     assert table1["UniVL-Joint"].task_options == {"primary": "joint"}
-    rows = get_table(7).rows
+    assert [row.label for row in get_table(7).rows if row.zero_shot] == ["zero-shot"]
+    rows = [row for row in get_table(7).rows if not row.zero_shot]
     assert [row.label for row in rows] == ["(A)", "(B)", "(C)", "(D)", "(E)", "MELTR"]
     schemes = {}
     for row in rows[:5]:
@@ -59,26 +60,26 @@ def test_table1_has_meltr_without_the_regulariser_and_table7_the_five_schemes(tm
 def test_the_summary_is_mean_and_sample_std_over_seeds_with_the_paper_scale(tmp_path):
     table = get_table(5)
     runs = [{"BLEU-3": 10.0, "BLEU-4": 5.0, "METEOR": 12.0, "ROUGE-L": 30.0, "CIDEr": c} for c in (0.2, 0.4, 0.9)]
-    keys = [f"{row.label} {json.dumps(row.extra, sort_keys=True)}" for row in table.rows]
+    zero, *keys = [f"{row.label} {json.dumps(row.extra, sort_keys=True)}" for row in table.rows]
     outcome = {
         "table": table,
-        "scores": {keys[0]: runs, keys[1]: [*runs[:2], {**runs[2], "BLEU-4": 8.0}]},
-        "seconds": {keys[0]: [1.0, 2.0, 3.0], keys[1]: [4.0, 4.0, 4.0]},
+        "scores": {zero: [dict(r) for r in runs], keys[0]: runs, keys[1]: [*runs[:2], {**runs[2], "BLEU-4": 8.0}]},
+        "seconds": {zero: [0.0] * 3, keys[0]: [1.0, 2.0, 3.0], keys[1]: [4.0, 4.0, 4.0]},
         "seeds": [0, 1, 2],
         "settings": [],
     }
     header, cells, records = summarise(outcome)
     assert header[:2] == ["Model", "Modality"] and header[-1] == "time (s)"
     cider = [100 * c for c in (0.2, 0.4, 0.9)]  # Tables 4-5 print CIDEr x 100
-    assert cells[0][header.index("CIDEr ↑")] == f"{statistics.fmean(cider):.1f} ± {statistics.stdev(cider):.1f}"
+    assert cells[1][header.index("CIDEr ↑")] == f"{statistics.fmean(cider):.1f} ± {statistics.stdev(cider):.1f}"
     assert (
-        cells[1][header.index("BLEU-4 ↑")] == f"{statistics.fmean([5, 5, 8]):.2f} ± {statistics.stdev([5, 5, 8]):.2f}"
+        cells[2][header.index("BLEU-4 ↑")] == f"{statistics.fmean([5, 5, 8]):.2f} ± {statistics.stdev([5, 5, 8]):.2f}"
     )
-    assert cells[0][-1] == "2" and records[1]["BLEU-4 seed2"] == 8.0
+    assert cells[1][-1] == "2" and records[2]["BLEU-4 seed2"] == 8.0
     markdown, path = write(outcome, tmp_path, command="meltr reproduce 5")
     assert "| UniVL + MELTR | V |" in markdown.read_text()
     with path.open() as handle:
-        assert [row["model"] for row in csv.DictReader(handle)] == ["UniVL", "UniVL + MELTR"]
+        assert [row["model"] for row in csv.DictReader(handle)] == ["UniVL zero-shot", "UniVL", "UniVL + MELTR"]
     del outcome["scores"][keys[0]][0]["CIDEr"]
     with pytest.raises(ValueError, match="table 5, row 'UniVL': no metric 'CIDEr'"):
         summarise(outcome)
@@ -117,3 +118,61 @@ def test_reproduce_runs_a_table_through_the_cli_and_reuses_finished_runs(tmp_pat
     assert again.returncode == 0 and [path.stat().st_mtime_ns for path in results] == stamps
     bad = subprocess.run([*command, "--set", *TINY, "lr=-1"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "lr" in bad.stderr
+
+
+def test_tuning_gives_every_row_the_same_lr_budget_chosen_on_validation_only(tmp_path):
+    from meltr.recipes.reproduce import row_key, run_table
+    from meltr.recipes.tuning import validation_score
+
+    lrs = [1e-4, 3e-3]
+    outcome = run_table(6, [0, 1], tmp_path, TINY, progress=False, lrs=lrs, tune_seeds=1)
+    table = outcome["table"]
+    for row in table.rows:
+        key = row_key(row)
+        seed0 = {lr: validation_score(run_config(table, row, 0, tmp_path, TINY, lr).run_dir) for lr in lrs}
+        assert outcome["validation"][key] == {lr: [seed0[lr]] for lr in lrs}
+        chosen = outcome["lrs"][key]
+        assert seed0[chosen] == max(seed0.values()) and chosen == next(lr for lr in lrs if seed0[lr] == seed0[chosen])
+        # seed 1 runs only at the chosen rate, and the row reports the runs at that rate
+        seed1_dirs = {lr: run_config(table, row, 1, tmp_path, TINY, lr).run_dir for lr in lrs}
+        assert [(lr, d.exists()) for lr, d in seed1_dirs.items()] == [(lr, lr == chosen) for lr in lrs]
+        reported = [
+            json.loads((run_config(table, row, s, tmp_path, TINY, chosen).run_dir / "results.json").read_text())
+            for s in (0, 1)
+        ]
+        assert outcome["scores"][key] == [r["test"] for r in reported]
+    header, cells, _ = summarise(outcome)
+    assert header[-2:] == ["lr", "time (s)"]
+    assert [line[-2] for line in cells] == [f"{outcome['lrs'][row_key(row)]:g}" for row in table.rows]
+    markdown, _ = write(outcome, tmp_path)
+    assert "validation per learning rate" in markdown.read_text()
+    with pytest.raises(ValueError, match="--tune-seeds"):
+        run_table(6, [0, 1], tmp_path, TINY, lrs=lrs, tune_seeds=3)
+
+
+def test_validation_score_and_best_choice_against_the_files(tmp_path):
+    from meltr.recipes.tuning import best_choice, validation_score
+
+    epochs = [{"epoch": 0, "val/t2v/R@1": 3.0}, {"epoch": 1, "val/t2v/R@1": 2.0}]
+    (tmp_path / "epochs.json").write_text(json.dumps(epochs))
+    (tmp_path / "results.json").write_text(json.dumps({"best_epoch": 0, "metric": "t2v/R@1"}))
+    assert validation_score(tmp_path) == 3.0
+    assert best_choice({1e-4: [1.0, 3.0], 3e-4: [2.0, 2.0], 1e-3: [1.9, 2.0]}) == 1e-4  # the first of equal means
+    with pytest.raises(ValueError, match="not a finished finetune run"):
+        validation_score(tmp_path / "missing")
+    with pytest.raises(ValueError, match="at least one validation score"):
+        best_choice({1e-4: []})
+
+
+def test_a_zero_shot_row_is_the_recipes_model_tested_without_fine_tuning(tmp_path):
+    from meltr.recipes.finetune import zero_shot
+    from meltr.recipes.reproduce import row_key, run_table
+
+    outcome = run_table(5, [0], tmp_path, TINY, progress=False)
+    table = outcome["table"]
+    (row,) = [row for row in table.rows if row.zero_shot]
+    expected = zero_shot(run_config(table, row, 0, tmp_path, TINY))
+    assert outcome["scores"][row_key(row)] == [expected]
+    assert not run_config(table, row, 0, tmp_path, TINY).run_dir.exists()  # nothing is trained or written for it
+    fine_tuned = outcome["scores"][row_key(table.rows[1])][0]
+    assert fine_tuned != expected

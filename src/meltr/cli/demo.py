@@ -147,11 +147,6 @@ def print_configs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _best(per_lr: dict[float, list[float]]) -> float:
-    """The learning rate with the best mean validation metric (the first of equals)."""
-    return max(per_lr, key=lambda lr: sum(per_lr[lr]) / len(per_lr[lr]))
-
-
 def _stats(values: list[float]) -> str:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -166,6 +161,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
     from meltr.recipes import config_path
     from meltr.recipes.finetune import FinetuneConfig, build_world, finetune, zero_shot
+    from meltr.recipes.tuning import best_choice, validation_score
 
     seeds = [args.seed + i for i in range(args.seeds)]
     results: dict[str, dict[int, dict]] = {"zero_shot": {}}
@@ -182,18 +178,17 @@ def run_retrieval(args: argparse.Namespace) -> int:
         for method in args.methods:
             grid = args.lrs or [LEARNING_RATES.get(method, base.lr)]
             if not tuned:
-                grid = [_best(tuning[method])]
+                grid = [best_choice(tuning[method])]
             runs = {}
             for lr in grid:
                 config = method_config(args, method, seed, lr)
                 result = finetune(config, world=world)
-                best_val = result.epochs[result.best_epoch]["val/t2v/R@1"]
                 if tuned:
-                    tuning.setdefault(method, {}).setdefault(lr, []).append(best_val)
+                    tuning.setdefault(method, {}).setdefault(lr, []).append(validation_score(result.run_dir))
                 runs[lr] = result
             results.setdefault(method, {})[seed] = runs
     # The learning rate of each method: the best mean validation metric over the seeds (never the test split).
-    chosen = {m: _best(per_lr) for m, per_lr in tuning.items()}
+    chosen = {m: best_choice(per_lr) for m, per_lr in tuning.items()}
     rows = {"zero_shot": {s: r["test"] for s, r in results["zero_shot"].items()}}
     last = {}
     seconds = {}

@@ -5,6 +5,7 @@
     meltr reproduce 2 epochs=3             # change the miniature recipe for every run of the table (--set: the same)
     meltr reproduce 2 --config my.yaml     # start every run from another fine-tuning recipe
     meltr reproduce 7 --print-config       # the resolved recipe of every row (first seed)
+    meltr reproduce 1 --lrs 1e-4 3e-4 --tune-seeds 1   # each row's learning rate chosen on seed 0's validation
     meltr reproduce --list                 # what each table covers
 
 Every run is a ``meltr finetune`` run directory under ``--runs`` (a finished run of the same recipe is reused, an
@@ -45,6 +46,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runs", type=Path, default=Path("runs/reproduce"), help="run directories (default: %(default)s)"
     )
     parser.add_argument("--out", type=Path, default=None, help="where table<N>.md/.csv go (default: --runs)")
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        help="tune every fine-tuned row's learning rate over these values on the validation split (the same "
+        "budget for each row) and report its runs at the chosen one",
+    )
+    parser.add_argument(
+        "--tune-seeds",
+        type=int,
+        default=None,
+        help="with --lrs: tune on the first K seeds only (default: every seed)",
+    )
     parser.add_argument("--list", action="store_true", help="list the tables and their rows")
     parser.set_defaults(func=run)
 
@@ -69,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--seeds: give at least one seed")
     if args.print_config:
         for row in table.rows:
-            config = run_config(table, row, args.seeds[0], args.runs, settings, recipe)
+            config = run_config(table, row, args.seeds[0], args.runs, settings, recipe=recipe)
             print(f"# table {table.number}, row {row.label!r}, seed {args.seeds[0]}")
             print(as_yaml(config), end="")
             print("---")
         return 0
     command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
-    outcome = run_table(args.table, args.seeds, args.runs, settings, recipe=recipe)
+    outcome = run_table(
+        args.table, args.seeds, args.runs, settings, lrs=args.lrs, tune_seeds=args.tune_seeds, recipe=recipe
+    )
     name = MINIATURE_CONFIG if args.config is None else str(args.config)
     markdown, csv_path = write(outcome, args.out or args.runs, command=command, recipe_name=name)
     print(markdown.read_text())

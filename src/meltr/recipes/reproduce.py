@@ -46,8 +46,9 @@ class Column:
 @dataclass(frozen=True)
 class Row:
     label: str
-    overrides: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # fixed cells (e.g. Table 7's coefficients)
+    zero_shot: bool = False  # the recipe's model tested without fine-tuning (the row every fine-tuned one must beat)
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,11 @@ def run_config(
     seed: int,
     out_root: Path,
     settings: Sequence[str] = (),
+    lr: float | None = None,
     recipe: dict[str, Any] | None = None,
 ):
     """The :class:`FinetuneConfig` of one row and seed: the recipe (default :data:`MINIATURE`), table base, row,
-    ``settings``."""
+    ``settings``, then ``lr`` (a learning rate being tuned: the run directory's name then carries it)."""
     from meltr.recipes.finetune import FinetuneConfig, apply_overrides
 
     values: dict[str, Any] = json.loads(json.dumps(MINIATURE if recipe is None else recipe))  # a deep copy
@@ -144,6 +146,9 @@ def run_config(
     _merge(values, table.base)
     _merge(values, row.overrides)
     apply_overrides(values, list(settings))
+    if lr is not None:
+        values["lr"] = lr
+        slug += f"-lr{lr:g}"
     _merge(values, {"seed": seed, "name": f"{slug}-s{seed}", "out_root": str(out_root / f"table{table.number}")})
     return FinetuneConfig.from_dict(values, source=f"table {table.number}, row {row.label!r}")
 
@@ -168,49 +173,97 @@ def run_table(
     out_root: str | Path = "runs/reproduce",
     settings: Sequence[str] = (),
     progress: bool = True,
+    lrs: Sequence[float] | None = None,
+    tune_seeds: int | None = None,
     recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune every row of a table for every seed (reusing finished runs) and collect the test scores.
 
     ``recipe`` is the fine-tuning recipe every run starts from (default: the shipped :data:`MINIATURE`).
 
-    Returns ``{"table": Table, "scores": {row label: [scores per seed]}, "seconds": {row label: [...]}}``.
+    With ``lrs``, every fine-tuned row gets the same tuning budget: it runs at each learning rate on the first
+    ``tune_seeds`` seeds (all of them by default), the rate with the best mean validation metric of the selected
+    epoch is chosen (:mod:`meltr.recipes.tuning`; the test split is never read for it), and the row reports its
+    runs at that rate on every seed.
+
+    Returns ``{"table", "scores": {row key: [test scores per seed]}, "seconds": {...}, "seeds", "settings",
+    "lrs": {row key: chosen lr}, "validation": {row key: {lr: [validation scores]}}}``.
     """
-    from meltr.recipes.finetune import build_world, finetune
+    from meltr.recipes.finetune import build_world, finetune, zero_shot
+    from meltr.recipes.tuning import best_choice, validation_score
 
     table = get_table(number)
+    seeds = list(seeds)
     if not seeds:
         raise ValueError("reproduce: give at least one seed")
+    if lrs is not None and (not lrs or any(not lr > 0 for lr in lrs)):
+        raise ValueError(f"reproduce: --lrs must be positive learning rates, got {list(lrs)}")
+    if tune_seeds is not None and not 1 <= tune_seeds <= len(seeds):
+        raise ValueError(f"reproduce: --tune-seeds must be between 1 and the number of seeds, got {tune_seeds}")
     out_root = Path(out_root)
-    configs = [
-        (row, [run_config(table, row, seed, out_root, settings, recipe) for seed in seeds]) for row in table.rows
-    ]
+    tuning_seeds = seeds[: tune_seeds or len(seeds)]
+    grid: list[float | None] = list(lrs) if lrs else [None]
+    # Build (and so validate) every recipe before the first run.
+    for row in table.rows:
+        for seed in seeds:
+            for lr in [None] if row.zero_shot else grid:
+                run_config(table, row, seed, out_root, settings, lr, recipe)
     worlds: dict[str, Any] = {}
-    scores: dict[str, list[dict[str, float]]] = {}
-    seconds: dict[str, list[float]] = {}
-    for row, row_configs in configs:
-        key = f"{row.label} {json.dumps(row.extra, sort_keys=True)}"
-        for config in row_configs:
-            test = _finished(config)
-            if test is None:
-                world_key = json.dumps(config.world, sort_keys=True)
-                if world_key not in worlds:
-                    worlds[world_key] = build_world(config)
-                extra = " ".join(row.extra.values())
-                logger.info("table %s: %s %s seed %d", table.number, row.label, extra, config.seed)
-                result = finetune(config, world=worlds[world_key], progress=progress)
-                test = result.test
-            scores.setdefault(key, []).append(test)
-            results = json.loads((config.run_dir / "results.json").read_text())
-            seconds.setdefault(key, []).append(float(results["seconds"]))
-    return {
+
+    def world_of(config):
+        key = json.dumps(config.world, sort_keys=True)
+        if key not in worlds:
+            worlds[key] = build_world(config)
+        return worlds[key]
+
+    def run(row: Row, config) -> tuple[dict[str, float], float]:
+        test = _finished(config)
+        if test is None:
+            extra = " ".join(row.extra.values())
+            logger.info("table %s: %s %s seed %d lr %g", table.number, row.label, extra, config.seed, config.lr)
+            test = finetune(config, world=world_of(config), progress=progress).test
+        results = json.loads((config.run_dir / "results.json").read_text())
+        return test, float(results["seconds"])
+
+    outcome: dict[str, Any] = {
         "table": table,
-        "scores": scores,
-        "seconds": seconds,
-        "seeds": list(seeds),
+        "scores": {},
+        "seconds": {},
+        "seeds": seeds,
         "settings": list(settings),
+        "lrs": {},
+        "validation": {},
+        "tuning_seeds": tuning_seeds if lrs else [],
         "recipe": MINIATURE if recipe is None else recipe,
     }
+    for row in table.rows:
+        key = row_key(row)
+        if row.zero_shot:
+            for seed in seeds:
+                config = run_config(table, row, seed, out_root, settings, recipe=recipe)
+                outcome["scores"].setdefault(key, []).append(zero_shot(config, world_of(config)))
+                outcome["seconds"].setdefault(key, []).append(0.0)
+            continue
+        validation: dict[float | None, list[float]] = {}
+        for seed in tuning_seeds:
+            for lr in grid:
+                config = run_config(table, row, seed, out_root, settings, lr, recipe)
+                run(row, config)
+                validation.setdefault(lr, []).append(validation_score(config.run_dir))
+        chosen = best_choice(validation)
+        for seed in seeds:
+            test, seconds = run(row, run_config(table, row, seed, out_root, settings, chosen, recipe))
+            outcome["scores"].setdefault(key, []).append(test)
+            outcome["seconds"].setdefault(key, []).append(seconds)
+        if lrs:
+            outcome["lrs"][key] = chosen
+            outcome["validation"][key] = validation
+    return outcome
+
+
+def row_key(row: Row) -> str:
+    """A row's key in an outcome (the label alone is not unique: Table 4 has one row per input modality)."""
+    return f"{row.label} {json.dumps(row.extra, sort_keys=True)}"
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -228,10 +281,13 @@ def summarise(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]], list
         *table.extra_headers,
         *(c.header + (" ↑" if c.higher_is_better else " ↓") for c in table.columns),
     ]
+    chosen = outcome.get("lrs") or {}
+    if chosen:
+        header.append("lr")
     header.append("time (s)")
     cells, records = [], []
     for row in table.rows:
-        key = f"{row.label} {json.dumps(row.extra, sort_keys=True)}"
+        key = row_key(row)
         runs = outcome["scores"][key]
         line = [row.label, *(row.extra.get(h, "") for h in table.extra_headers)]
         record: dict[str, Any] = {"model": row.label, **{h: row.extra.get(h, "") for h in table.extra_headers}}
@@ -245,6 +301,9 @@ def summarise(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]], list
             record[f"{column.header} std"] = statistics.stdev(values) if len(values) > 1 else 0.0
             for seed, value in zip(outcome["seeds"], values, strict=True):
                 record[f"{column.header} seed{seed}"] = value
+        if chosen:
+            line.append(f"{chosen[key]:g}" if key in chosen else "-")
+            record["lr"] = chosen.get(key, "")
         times = outcome["seconds"][key]
         line.append(f"{statistics.fmean(times):.0f}")
         record["seconds mean"] = statistics.fmean(times)
@@ -270,6 +329,19 @@ def write(
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", as_markdown(outcome), ""]
+    if outcome.get("validation"):
+        lines.append(
+            f"Each fine-tuned row's learning rate (column lr) was chosen by the validation metric of its selected "
+            f"epoch, mean over seeds {', '.join(map(str, outcome['tuning_seeds']))}; validation per learning rate:"
+        )
+        lines.append("")
+        for row in table.rows:
+            per_lr = outcome["validation"].get(row_key(row))
+            if per_lr:
+                extra = " ".join(row.extra.values())
+                cells = ", ".join(f"{lr:g}: {statistics.fmean(v):.3g}" for lr, v in per_lr.items())
+                lines.append(f"- {row.label}{' ' + extra if extra else ''}: {cells}")
+        lines.append("")
     markdown = out_dir / f"table{table.number}.md"
     markdown.write_text("\n".join(lines))
     path = out_dir / f"table{table.number}.csv"
@@ -304,6 +376,7 @@ __all__ = [
     "as_markdown",
     "get_table",
     "load_table",
+    "row_key",
     "run_table",
     "summarise",
     "write",
