@@ -83,3 +83,14 @@ def test_a_task_shows_progress_while_scoring_and_scores_the_same(task, backbone,
     shown = model.evaluate(world, "test", 4, progress=True, **options)
     assert shown == quiet
     assert len(bars) == 1 and bars[0].total and bars[0].n == bars[0].total, [(b.n, b.total) for b in bars]
+
+
+def test_evaluation_mode_restores_the_training_flag_even_on_an_error():
+    module = torch.nn.Dropout(0.5)
+    with pytest.raises(RuntimeError), base.evaluation_mode(module):
+        assert not module.training
+        raise RuntimeError("scoring failed")
+    assert module.training
+    with base.evaluation_mode(module.eval()):
+        pass
+    assert not module.training

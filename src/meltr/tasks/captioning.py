@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from meltr.metrics import caption_metrics
-from meltr.tasks.base import TASKS, TaskModel, scoring_bar
+from meltr.tasks.base import TASKS, TaskModel, evaluation_mode, scoring_bar
 
 
 @TASKS.register("captioning")
@@ -37,9 +37,7 @@ class Captioning(TaskModel):
         meteor: bool = True,
         progress: bool = False,
     ) -> dict[str, float]:
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluation_mode(self):
             hypotheses, references = {}, {}
             target = world.splits[split]
             loader = world.loader(split, batch_size, shuffle=False, caption="first")
@@ -50,7 +48,5 @@ class Captioning(TaskModel):
                     references[clip] = list(target.captions[clip])
                 if max_clips is not None and len(hypotheses) >= max_clips:
                     break
-        finally:
-            self.train(was_training)
         scores = caption_metrics(hypotheses, references, meteor=meteor, tokenizer="simple")
         return {k: float(v) for k, v in scores.as_dict().items() if isinstance(v, int | float) and v is not None}

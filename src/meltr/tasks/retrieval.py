@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from meltr.metrics import retrieval_metrics
-from meltr.tasks.base import TASKS, TaskModel, scoring_bar
+from meltr.tasks.base import TASKS, TaskModel, evaluation_mode, scoring_bar
 
 
 @TASKS.register("retrieval")
@@ -60,12 +60,10 @@ class Retrieval(TaskModel):
     ) -> torch.Tensor:
         """``[texts, videos]`` scores of caption 0 of each clip against every clip of ``split``; ``progress``
         shows a bar over the batches encoded (dual scoring) or the captions scored (pairwise)."""
-        was_training = self.training
-        self.eval()
         batches = list(world.loader(split, batch_size, shuffle=False, caption="first"))
         if max_clips is not None:
             batches = _truncate(batches, max_clips)
-        try:
+        with evaluation_mode(self):
             if self.scoring == "dual":
                 with scoring_bar(progress, 2 * len(batches)) as bar:
                     text = torch.cat([_advance(bar, self.backbone.encode_text(b)) for b in batches])
@@ -87,8 +85,6 @@ class Retrieval(TaskModel):
                     scores.append(self.backbone.match_score(pair))
                 rows.append(torch.cat(scores))
             return torch.stack(rows)
-        finally:
-            self.train(was_training)
 
     def evaluate(
         self, world, split: str, batch_size: int = 64, max_clips: int | None = None, progress: bool = False
