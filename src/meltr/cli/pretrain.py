@@ -53,22 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on these pretext losses only (default: all); the others are still logged, e.g. --tasks vtm",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="directory to write into")
-    parser.add_argument(
-        "--set",
-        dest="backbone_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a field of the backbone's config (repeatable), e.g. --set dim=128",
-    )
-    parser.add_argument(
-        "--world",
-        dest="world",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a field of the world's config (repeatable), e.g. --world n_pretrain=500",
-    )
+    for flag, dest, what in (
+        ("--set", "backbone_options", "the backbone's config (repeatable), e.g. --set dim=128"),
+        ("--world", "world", "the world's config (repeatable), e.g. --world n_pretrain=500"),
+    ):
+        parser.add_argument(
+            flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=f"change a field of {what}"
+        )
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="save the training state every N steps (resumed on rerun)"
     )
