@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow  # builds and installs the package (about a minute), then runs two real commands
 def test_an_installed_meltr_runs_the_toy_demo_and_a_shipped_recipe_from_another_directory(tmp_path):
+    project = tmp_path / "project"  # a copy, so that the build leaves nothing in the source tree
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
     site = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-         str(site), str(ROOT)],
+         str(site), str(project)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-2000:]
