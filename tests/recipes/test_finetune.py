@@ -1,6 +1,7 @@
 """`meltr finetune`: recipes, the run directory, resume, and bad input."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -154,13 +155,16 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     steps = json.loads((run_dir / "steps.json").read_text())
     primary = [row["loss/align"] for row in steps]
     assert len(steps) == 3 * (96 // 16)
-    assert sum(primary[-3:]) / 3 < sum(primary[:3]) / 3  # the primary loss went down
+    # the pre-trained start matches texts to clips: the primary (InfoNCE) loss stays well below chance, ln(batch)
+    assert sum(primary) / len(primary) < 0.8 * math.log(16)
     assert any("meta/hypergrad_norm" in row for row in steps)
     checked = [row for row in steps if "meta/lookahead/gain" in row]
     meta_steps = [row for row in steps if "meta/hypergrad_norm" in row]
     assert len(checked) == (len(meta_steps) + 1) // 2  # every second meta step, the first included
     results = json.loads((run_dir / "results.json").read_text())
-    assert 0 <= results["test"]["t2v/R@1"] <= 100 and results["metric"] == "t2v/R@1"
+    # the recipe learns: retrieval far above chance on its 48 test clips (chance R@1 1/48 = 2.1%, median rank 24.5)
+    assert results["test"]["t2v/R@1"] >= 4 * 100 / 48 and results["test"]["t2v/MdR"] <= 10
+    assert results["metric"] == "t2v/R@1"
     assert results["last_epoch"] == 2 and "t2v/R@1" in results["test_last"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
     events = EventAccumulator(str(run_dir / "tensorboard"))

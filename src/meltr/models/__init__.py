@@ -42,11 +42,13 @@ from meltr.models.violet import VIOLET_TASKS, PatchQuantizer, Violet, VioletConf
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 
 
-def pretrained_path(backbone: str) -> Path:
-    """The pre-trained checkpoint shipped for ``backbone`` (see ``assets/checkpoints/README.md``)."""
+def pretrained_path(backbone: str, size: str = "default") -> Path:
+    """The pre-trained checkpoint shipped for ``backbone`` at preset ``size`` (see ``assets/checkpoints/README.md``):
+    ``<backbone>.pt`` for the default preset, ``<backbone>-<size>.pt`` for another. The file may not exist: not
+    every backbone ships every size (the caller says so)."""
     if backbone not in BACKBONES:
         raise KeyError(f"unknown backbone {backbone!r}; choose one of: {', '.join(BACKBONES.names())}")
-    return CHECKPOINTS / f"{backbone}.pt"
+    return CHECKPOINTS / (f"{backbone}.pt" if size == "default" else f"{backbone}-{size}.pt")
 
 
 __all__ = [

@@ -67,7 +67,10 @@ class FinetuneConfig:
     out_root: str = help_field("Folder that holds run directories.", "runs")
     backbone: str = help_field("Backbone: univl, violet or allinone.", "univl")
     checkpoint: str = help_field("'pretrained' (the shipped checkpoint), 'none' (random init) or a path.", "pretrained")
-    size: str = help_field("Backbone preset when checkpoint is 'none': default or tiny.", "default")
+    size: str = help_field(
+        "Backbone preset: default or tiny (with checkpoint 'pretrained', the checkpoint shipped at that size).",
+        "default",
+    )
     backbone_options: dict[str, Any] = help_field("Backbone config fields to change.", factory=dict)
     task: str = help_field("Downstream task: retrieval, captioning, qa or sentiment.", "retrieval")
     task_options: dict[str, Any] = help_field("Options of the task (e.g. qa_types, scoring).", factory=dict)
@@ -327,7 +330,7 @@ def build_corpus(data: dict[str, Any]):
 
 def starting_point(config: FinetuneConfig) -> dict[str, Any]:
     """What a run of ``config`` starts from beyond its recipe (:func:`meltr.training.backbones.starting_point`)."""
-    return backbone_starting_point(config.checkpoint, config.backbone)
+    return backbone_starting_point(config.checkpoint, config.backbone, config.size)
 
 
 def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> torch.nn.Module:

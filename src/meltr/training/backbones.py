@@ -24,23 +24,24 @@ from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-def checkpoint_file(checkpoint: str, backbone: str) -> Path | None:
-    """The file behind a ``checkpoint`` setting: ``"pretrained"`` (the shipped one), ``"none"`` (None) or a path."""
+def checkpoint_file(checkpoint: str, backbone: str, size: str = "default") -> Path | None:
+    """The file behind a ``checkpoint`` setting: ``"pretrained"`` (the one shipped for ``backbone`` at preset
+    ``size``), ``"none"`` (None) or a path."""
     from meltr.models import pretrained_path
 
     if checkpoint == "none":
         return None
-    return Path(pretrained_path(backbone) if checkpoint == "pretrained" else checkpoint)
+    return Path(pretrained_path(backbone, size) if checkpoint == "pretrained" else checkpoint)
 
 
-def starting_point(checkpoint: str, backbone: str) -> dict[str, Any]:
+def starting_point(checkpoint: str, backbone: str, size: str = "default") -> dict[str, Any]:
     """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (a run directory's
     ``start.json``).
 
     Two runs of one recipe are the same run only if they start from the same weights: a re-made ``pretrained``
     checkpoint changes the digest, not the recipe.
     """
-    path = checkpoint_file(checkpoint, backbone)
+    path = checkpoint_file(checkpoint, backbone, size)
     if path is None or not path.is_file():
         return {"checkpoint": None if path is None else str(path), "sha256": None}
     return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -132,9 +133,9 @@ def backbone_for(
     Args:
         backbone: registry name.
         checkpoint: ``"none"`` (a fresh ``size`` preset, initialised from the global RNG), ``"pretrained"`` (the
-            shipped checkpoint) or a file.
+            checkpoint shipped at ``size``) or a file.
         vocab_size: the world's vocabulary; a checkpoint of another vocabulary is refused.
-        size: the preset of a fresh backbone.
+        size: the preset of a fresh backbone, or of the shipped checkpoint with ``"pretrained"``.
         options: backbone config fields to change (for a checkpoint: fields that do not change the weights' shapes,
             e.g. dropout).
         shape: config fields a fresh backbone takes from the world (``image_size``, ``max_frames``); options win.
@@ -147,12 +148,18 @@ def backbone_for(
     from meltr.models import build_backbone
 
     options = dict(options or {})
-    path = checkpoint_file(checkpoint, backbone)
+    path = checkpoint_file(checkpoint, backbone, size)
     if path is None:
         try:
             return build_backbone(backbone, size, vocab_size=vocab_size, **{**dict(shape or {}), **options})
         except (KeyError, TypeError) as error:
             raise ValueError(f"{source}: field 'backbone_options': {_message(error)}") from None
+    if not path.exists() and checkpoint == "pretrained":
+        shipped = ", ".join(sorted(p.stem for p in path.parent.glob("*.pt")))
+        raise ValueError(
+            f"{source}: field 'checkpoint': no pre-trained {backbone} of size {size!r} is shipped (shipped: "
+            f"{shipped}); give another size, 'none' or a file"
+        )
     if not path.exists():
         raise ValueError(f"{source}: field 'checkpoint': {path} does not exist; give 'pretrained', 'none' or a file")
     model = load_pretrained(path, backbone=backbone, unsafe=unsafe)
