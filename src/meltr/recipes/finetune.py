@@ -46,6 +46,7 @@ from meltr.config import (
     read_recipe,
 )
 from meltr.hypergrad import BACKENDS, ESTIMATORS
+from meltr.hypergrad.scope import scope_entries
 from meltr.learner import AuxiliaryLearner
 from meltr.tasks import TASKS, build_task
 from meltr.training.backbones import backbone_for, check_backbone_options
@@ -104,11 +105,25 @@ class FinetuneConfig:
     on_nonfinite: str = help_field(
         "A step with non-finite losses or gradients: skip (with a warning) or raise.", "skip"
     )
-    hypergrad_scope: list[str] | None = help_field(
-        "Backbone parameter names / fnmatch patterns the hypergradient differentiates through (null: all).", None
+    hypergrad_scope: list[str] | str | None = help_field(
+        "What the hypergradient differentiates through: last_blocks(N) (last N blocks of every stack + heads), head, "
+        "or fnmatch patterns of parameter names; a list mixes them (null: all).",
+        None,
     )
-    fd_scale: float = help_field("Relative step ||e v|| / ||w|| of the finite_difference backend.", 1e-5)
-    track_sensitivity: bool = help_field("Log the mean dM/dl_t of every task at every step (Fig. 4).", True)
+    fd_scale: float | None = help_field(
+        "Relative step ||e v|| / ||w|| of the finite-difference backends (null: 1e-5 central, 1e-6 one-sided).", None
+    )
+    track_sensitivity: bool | int = help_field(
+        "Log the mean dM/dl_t of every task (Fig. 4): true every step, N every N steps, false never.", True
+    )
+    meta_train_batch: str = help_field(
+        "Train-side batch of a meta step: replay (a replayed batch, the official code) or current (the step's own "
+        "batch; the meta step then reuses its forward, before the optimiser step).",
+        "replay",
+    )
+    check_finite_every: int = help_field(
+        "Check losses and gradients for NaN/inf (and skip such steps) every N steps; 0: never.", 1
+    )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -170,13 +185,25 @@ class FinetuneConfig:
                 ("replay_size", self.replay_size, self.replay_size >= 1, "at least 1"),
                 ("clip_norm", self.clip_norm, self.clip_norm is None or self.clip_norm > 0, "positive or null"),
                 ("on_nonfinite", self.on_nonfinite, self.on_nonfinite in ("skip", "raise"), "'skip' or 'raise'"),
-                ("fd_scale", self.fd_scale, self.fd_scale > 0, "positive"),
+                ("fd_scale", self.fd_scale, self.fd_scale is None or self.fd_scale > 0, "positive or null"),
                 ("reg_batch", self.reg_batch, self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
                 ("lookahead_every", self.lookahead_every, self.lookahead_every >= 0, "0 (never) or positive"),
+                (
+                    "meta_train_batch",
+                    self.meta_train_batch,
+                    self.meta_train_batch in ("replay", "current"),
+                    "'replay' or 'current'",
+                ),
+                ("check_finite_every", self.check_finite_every, self.check_finite_every >= 0, "0 (never) or positive"),
+                ("track_sensitivity", self.track_sensitivity, self.track_sensitivity >= 0, "a bool or N >= 0"),
                 ("name", self.name, bool(self.name) and "/" not in self.name, "a non-empty name without '/'"),
                 *[(n, v, v is None or v >= 1, "at least 1 or null") for n, v in optional],
             ],
         )
+        try:
+            scope_entries(self.hypergrad_scope)
+        except ValueError as error:
+            raise ConfigError(f"{source}: field 'hypergrad_scope': {error}") from None
         estimator = ESTIMATORS.get(self.hypergrad)
         check_options(
             self.hypergrad_options, estimator, "hypergrad_options", source, owner=f"estimator {self.hypergrad!r}"
@@ -278,6 +305,8 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "hypergrad_scope",
     "fd_scale",
     "track_sensitivity",
+    "meta_train_batch",
+    "check_finite_every",
 )
 """The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
 
