@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from meltr.recipes import config_path, shipped_configs
 from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
@@ -140,6 +141,7 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "--config",
         "tiny",
         "--quiet",
+        "--tensorboard",
         f"out_root={tmp_path}",
         "lookahead_every=2",
     ]
@@ -174,6 +176,12 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert results["metric"] == "t2v/R@1"
     assert results["last_epoch"] == 2 and "t2v/R@1" in results["test_last"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("steps/loss/align")
+    assert [event.step for event in logged] == [row["step"] for row in steps]
+    assert [event.value for event in logged] == pytest.approx(primary)
+    assert [event.step for event in events.Scalars("epochs/val/t2v/R@1")] == [0, 1, 2]
 
     analyze = subprocess.run(
         [sys.executable, "-m", "meltr.cli.main", "analyze", str(run_dir)], capture_output=True, text=True, timeout=300

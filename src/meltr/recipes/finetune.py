@@ -32,7 +32,6 @@ shipped ``tiny_hf`` recipe).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import logging
 import math
@@ -68,12 +67,13 @@ from meltr.training.backbones import (
     backbone_for,
     check_backbone_options,
     check_hf_spec,
-    checkpoint_file,
     hf_backbone_for,
     hf_starting_point,
 )
+from meltr.training.backbones import starting_point as backbone_starting_point
 from meltr.training.checkpoint import check_checkpoint, checkpoint_label, load_checkpoint
-from meltr.training.run_directory import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers, RunDirectory
+from meltr.training.loggers import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers
+from meltr.training.run_directory import RunDirectory
 from meltr.training.schedule import LR_SCHEDULES, schedule_factor
 
 logger = logging.getLogger(__name__)
@@ -447,14 +447,15 @@ def _alias_override(item: str) -> str:
 
 
 # -- building the pieces -----------------------------------------------------------------------------------------
-def build_world(config: FinetuneConfig):
-    """The run's data: the world of ``config.world``, or the dataset on disk of ``config.data``."""
+def build_world(config: FinetuneConfig, progress: bool = False):
+    """The run's data: the world of ``config.world`` (``progress``: a bar while it is generated), or the dataset on
+    disk of ``config.data``."""
     from meltr.data import make_world
 
     if config.data:
         return build_corpus(config.data)
 
-    return make_world(config.world_config())
+    return make_world(config.world_config(), progress=progress)
 
 
 def build_corpus(data: dict[str, Any]):
@@ -471,17 +472,11 @@ def build_corpus(data: dict[str, Any]):
 
 
 def starting_point(config: FinetuneConfig) -> dict[str, Any]:
-    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (``start.json``).
-
-    Two runs of one recipe are the same run only if they start from the same weights: a re-made
-    ``pretrained`` checkpoint changes the digest, not the recipe.
-    """
+    """What a run of ``config`` starts from beyond its recipe (:func:`meltr.training.backbones.starting_point`; for
+    transformers towers, :func:`meltr.training.backbones.hf_starting_point`)."""
     if isinstance(config.backbone, dict):
         return hf_starting_point(config.backbone)
-    path = checkpoint_file(config.checkpoint, config.backbone, config.size)
-    if path is None or not path.is_file():
-        return {"checkpoint": None if path is None else str(path), "sha256": None}
-    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return backbone_starting_point(config.checkpoint, config.backbone, config.size)
 
 
 def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> torch.nn.Module:
@@ -510,15 +505,16 @@ def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> t
     )
 
 
-def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False) -> dict[str, float]:
-    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False, progress: bool = False) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat
+    (``progress``: a bar while scoring)."""
     config.validate()
     world = world if world is not None else build_world(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = build_backbone_for(config, world, unsafe=unsafe)
         model = build_task(config.task, backbone, config.backbone_name, **config.task_options)
-    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips, progress=progress)
 
 
 @dataclass

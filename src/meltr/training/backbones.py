@@ -36,6 +36,19 @@ def checkpoint_file(checkpoint: str, backbone: str, size: str = "default") -> Pa
     return Path(pretrained_path(backbone, size) if checkpoint == "pretrained" else checkpoint)
 
 
+def starting_point(checkpoint: str, backbone: str, size: str = "default") -> dict[str, Any]:
+    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (a run directory's
+    ``start.json``).
+
+    Two runs of one recipe are the same run only if they start from the same weights: a re-made ``pretrained``
+    checkpoint changes the digest, not the recipe.
+    """
+    path = checkpoint_file(checkpoint, backbone, size)
+    if path is None or not path.is_file():
+        return {"checkpoint": None if path is None else str(path), "sha256": None}
+    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def save_pretrained(path: str | Path, model: nn.Module, backbone: str, size: str | None = None, **extra: Any) -> Path:
     """Save ``model`` with what rebuilds it: its registry name, its full config and a label.
 
