@@ -11,8 +11,8 @@ The job's result is printed as one JSON line prefixed with ``RESULT``. Kinds of 
 
 A "method" is ``baseline`` (forward, backward of the sum of the losses, AdamW step), ``official`` (the three
 ``autograd.grad`` calls of the official MELTR code, written out below), ``meltr:<estimator>:<backend>[:last<n>]``
-(``AuxiliaryLearner.meta_step``, optionally scoped to the last ``n`` blocks), ``betty:<darts|neumann|cg>`` or
-``torchopt:<cg|neumann>``.
+(``AuxiliaryLearner.meta_step``, optionally scoped to the last ``n`` blocks, ``:head`` to the heads only),
+``betty:<darts|neumann|cg>`` or ``torchopt:<cg|neumann>``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from meltr.combine import MetaLossTransformer
 from meltr.contract import stack_task_losses
 from meltr.hypergrad import BACKENDS, MetaProblem, build_estimator, primary_objective
-from meltr.hypergrad.scope import last_blocks
 from meltr.learner import AuxiliaryLearner, select_parameters
 from meltr.models import CLS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, build_backbone
 
@@ -198,9 +197,12 @@ def official_meta_step(setup: Setup) -> Callable[[], list[torch.Tensor]]:
     return step
 
 
-def parse_meltr(method: str) -> tuple[str, str, int | None]:
+def parse_meltr(method: str) -> tuple[str, str, str | None]:
+    """``meltr:<estimator>:<backend>[:last<n>|:head]`` -> (estimator, backend, a named ``hypergrad_scope``)."""
     parts = method.split(":")
-    scope = int(parts[3].removeprefix("last")) if len(parts) > 3 else None
+    scope = None
+    if len(parts) > 3:
+        scope = "head" if parts[3] == "head" else f"last_blocks({int(parts[3].removeprefix('last'))})"
     return parts[1], parts[2], scope
 
 
@@ -212,7 +214,7 @@ def estimator_options(estimator: str) -> dict[str, Any]:
     return {}
 
 
-def meltr_learner(setup: Setup, estimator: str, backend: str, scope: int | None, **options) -> AuxiliaryLearner:
+def meltr_learner(setup: Setup, estimator: str, backend: str, scope: str | None, **options) -> AuxiliaryLearner:
     learner = AuxiliaryLearner(
         setup.model,
         setup.combiner,
@@ -221,7 +223,7 @@ def meltr_learner(setup: Setup, estimator: str, backend: str, scope: int | None,
         hypergrad=estimator,
         hypergrad_options=estimator_options(estimator),
         backend=backend,
-        hypergrad_scope=None if scope is None else last_blocks(setup.model, scope),
+        hypergrad_scope=scope,  # a named scope, resolved by the learner for this backbone
         **options,
     )
     return learner
@@ -242,7 +244,7 @@ def meltr_hypergradient(
     receives the estimator's statistics and the number of Hessian-vector products. ``fd_scale=None`` keeps
     ``MetaProblem``'s default step."""
     estimator, backend, scope = parse_meltr(method)
-    names = select_parameters(setup.model, None if scope is None else last_blocks(setup.model, scope))
+    names = select_parameters(setup.model, scope)
     problem = FixedSeeds(
         model=setup.model,
         combiner=setup.combiner,
@@ -379,7 +381,9 @@ def run_time(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_epoch(job: dict[str, Any]) -> dict[str, Any]:
     """``steps`` MELTR steps (a meta step every ``meta_every``) against equal-weight steps on a copy of the model,
-    one of those every ``meta_every`` MELTR steps, interleaved so that both see the same machine load."""
+    one of those every ``meta_every`` MELTR steps (at least every 3), interleaved so that both see the same machine
+    load. ``job["options"]`` are further ``AuxiliaryLearner`` options (``meta_train_batch``, ``track_sensitivity``,
+    ``check_finite_every``)."""
     import copy
 
     setup = build_setup(job)
@@ -387,15 +391,16 @@ def run_epoch(job: dict[str, Any]) -> dict[str, Any]:
     mtl = Setup(reference, setup.combiner, torch.optim.AdamW(reference.parameters(), lr=INNER_LR), setup.batches)
     mtl_step = baseline_step(mtl)
     estimator, backend, scope = parse_meltr(job["method"])
-    learner = meltr_learner(setup, estimator, backend, scope, meta_every=job["meta_every"])
+    learner = meltr_learner(setup, estimator, backend, scope, meta_every=job["meta_every"], **job.get("options", {}))
     batches = [make_batch(job["batch"], seed=1000 + i) for i in range(job["steps"])]
     mtl_step()
     learner.step(batches[-1])  # warm-up of the inner step; the learner's counters restart below
     learner.meta_step()
-    learner.inner_steps = learner.steps = 0
+    learner.inner_steps = learner.steps = learner.meta_steps = 0
     mtl_times, meltr_times = [], []
+    mtl_every = min(job["meta_every"], 3)
     for index, batch in enumerate(batches):
-        if index % job["meta_every"] == 0:
+        if index % mtl_every == 0:
             start = time.perf_counter()
             mtl_step()
             mtl_times.append(time.perf_counter() - start)
@@ -424,6 +429,9 @@ def run_accuracy(job: dict[str, Any]) -> dict[str, Any]:
         elif method.startswith("fd_scale:"):
             scale = float(method.split(":")[1])
             results[method] = meltr_hypergradient(setup, "meltr:identity:finite_difference", fd_scale=scale)
+        elif method.startswith("forward_fd_scale:"):
+            scale = float(method.split(":")[1])
+            results[method] = meltr_hypergradient(setup, "meltr:identity:forward_difference", fd_scale=scale)
         else:
             from _hypergrad_peers import peer_hypergradient
 

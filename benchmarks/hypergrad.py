@@ -1,8 +1,11 @@
 """Efficiency of MELTR's hypergradients: meltr's estimators x backends, the official three-call algorithm, Betty and
 TorchOpt, on the UniVL-style backbone; Table 8 of MELTR as overhead per epoch; a sweep over model size.
 
-    python benchmarks/hypergrad.py          # the full benchmark (~30 min on 2 cores) -> docs/hypergrad-benchmark.md
-    python benchmarks/hypergrad.py --quick  # a ~2-minute smoke version on a small backbone (same code paths)
+    python benchmarks/hypergrad.py             # everything (~1 h on 2 idle cores) -> docs/hypergrad-benchmark.md
+    python benchmarks/hypergrad.py --key-rows  # the rows of the cheap identity meta steps only (~1 h on a loaded
+                                               # machine); the other rows are carried over, marked, from the last
+                                               # full run's report (PREVIOUS_FULL_RUN in git)
+    python benchmarks/hypergrad.py --quick     # a ~2-minute smoke version on a small backbone (same code paths)
 
 The script creates ``.bench-venv`` in the repository root on first use (torch, TorchOpt, Betty: the pins of
 ``benchmarks/requirements-peers.txt``; meltr from ``src`` on ``PYTHONPATH``) and runs every measurement in its own
@@ -72,6 +75,98 @@ QUICK = {
     "smoke": True,  # Hessian-based estimators with the jvp backend only, three epochs
 }
 FD_SCALES = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+FORWARD_FD_SCALES = (1e-4, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+SCOPES = ("last1", "last2", "head")  # named scopes whose cosine to the full hypergradient is measured
+QUIET = {"track_sensitivity": False, "check_finite_every": 0}  # no logging-only work in the inner step
+REUSE = {"meta_train_batch": "current"}
+# The commit whose docs/hypergrad-benchmark.md holds the last full run: --key-rows carries its other rows over.
+PREVIOUS_FULL_RUN = "a9d770e"
+KEY_GRID = (
+    "official",
+    "meltr:identity:double_backward",
+    "meltr:identity:jvp",
+    "meltr:identity:finite_difference",
+    "meltr:identity:forward_difference",
+    "meltr:identity:jvp:last1",
+    "meltr:identity:forward_difference:last1",
+    "betty:darts",
+)
+KEY = {**FULL, "key_rounds": 4, "rounds": 3, "epoch_steps": 12, "key_only": True}
+
+
+def epoch_plan(config: dict) -> list[dict]:
+    """The Table 8 epochs: the five estimators at the recipe's ``meta_every``, then the identity estimator's options
+    (backend, reuse of the inner forward, no logging-only work), full and scoped, at ``meta_every`` 1, 3 and 10."""
+    every = config["meta_every"]
+    if config.get("key_only"):
+        fast = {"method": "meltr:identity:forward_difference", "options": {**REUSE, **QUIET}}
+        fast_scoped = {**fast, "method": "meltr:identity:forward_difference:last1"}
+        # most telling first: the default and the fastest options at the recipe's meta_every
+        plan = [
+            {"method": "meltr:identity:jvp", "meta_every": every},
+            {**fast, "meta_every": every},
+            {**fast_scoped, "meta_every": every},
+            {"method": "meltr:identity:forward_difference", "meta_every": every},
+            {"method": "meltr:identity:jvp", "meta_every": every, "options": QUIET},
+            {"method": "meltr:identity:forward_difference", "meta_every": every, "options": REUSE},
+            {"method": "meltr:identity:jvp:last1", "meta_every": every},
+        ]
+        for other in (1, 10):
+            plan += [{"method": "meltr:identity:jvp", "meta_every": other}, {**fast, "meta_every": other}]
+            plan.append({**fast_scoped, "meta_every": other})
+        return plan
+    plan = [{"method": f"meltr:{e}:jvp", "meta_every": every} for e in ESTIMATORS]
+    plan += [{"method": "meltr:identity:double_backward", "meta_every": every}]
+    if config.get("smoke"):
+        plan = plan[:2]
+    for scope in ("", ":last1"):
+        plan.append({"method": f"meltr:identity:jvp{scope}", "meta_every": every})
+        plan.append({"method": f"meltr:identity:forward_difference{scope}", "meta_every": every})
+        plan.append({"method": f"meltr:identity:forward_difference{scope}", "meta_every": every, "options": REUSE})
+        fast = {"method": f"meltr:identity:forward_difference{scope}", "options": {**REUSE, **QUIET}}
+        plan.append({**fast, "meta_every": every})
+        for other in (1, 10):
+            plan.append({"method": f"meltr:identity:jvp{scope}", "meta_every": other})
+            plan.append({**fast, "meta_every": other})
+    plan.append({"method": "meltr:identity:jvp", "meta_every": every, "options": QUIET})
+    return plan
+
+
+def epoch_steps(config: dict, every: int) -> int:
+    """Steps of an epoch job: the configured epoch, at least two meta periods, whole periods; half with a meta step
+    at every step."""
+    if every == 1:
+        return max(6, config["epoch_steps"] // 2)
+    steps = max(config["epoch_steps"], 2 * every)
+    return steps - steps % every
+
+
+def previous_rows(commit: str = PREVIOUS_FULL_RUN) -> dict:
+    """The last full run's report, from git: its date, and its table rows and sections by heading."""
+    try:
+        text = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{commit}:docs/hypergrad-benchmark.md"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    sections: dict[str, list[str]] = {}
+    heading = ""
+    generated = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:]
+            sections[heading] = []
+        elif heading:
+            sections[heading].append(line)
+        elif line.startswith("- Generated by"):
+            generated = line.split(" on ", 1)[1].split(" (")[0]
+    return {"commit": commit, "generated": generated, "sections": sections}
+
+
+def epoch_label(entry: dict) -> str:
+    options = ",".join(f"{k}={v}" for k, v in sorted(entry.get("options", {}).items()))
+    return f"{entry['method']}|every={entry['meta_every']}|{options}"
 
 
 # -- environment ---------------------------------------------------------------------------------------------------
@@ -124,6 +219,7 @@ def grid_methods() -> list[str]:
     for estimator in ESTIMATORS:
         methods += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
     methods += ["meltr:identity:jvp:last1", "meltr:identity:double_backward:last1"]
+    methods += ["meltr:identity:forward_difference", "meltr:identity:forward_difference:last1"]
     return methods + list(PEERS)
 
 
@@ -132,19 +228,45 @@ def accuracy_methods() -> tuple[list[str], list[str]]:
     float32 = ["official"]
     for estimator in ("identity", "neumann", "cg", "unrolled"):
         float32 += [f"meltr:{estimator}:{backend}" for backend in BACKENDS]
-    float32 += [f"fd_scale:{scale:g}" for scale in FD_SCALES] + list(PEERS)
+    float32 += ["meltr:identity:forward_difference", "meltr:unrolled:forward_difference"]
+    float32 += [f"meltr:identity:jvp:{scope}" for scope in SCOPES] + ["meltr:identity:forward_difference:last1"]
+    float32 += [f"fd_scale:{scale:g}" for scale in FD_SCALES]
+    float32 += [f"forward_fd_scale:{scale:g}" for scale in FORWARD_FD_SCALES] + list(PEERS)
     references = [f"meltr:{e}:double_backward" for e in ("identity", "neumann", "cg", "unrolled")]
     return float32, [*references, "nodirect:identity:double_backward", "plaincg"]
 
 
-def run_all(config: dict, threads: int, raw_path: Path) -> dict:
+def resumed_results(raw_path: Path) -> dict | None:
+    """The results of an interrupted run: its raw file, with the epochs its job log recorded after it was written."""
+    if not raw_path.exists():
+        return None
+    results = json.loads(raw_path.read_text())
+    log_path = raw_path.with_suffix(".log.jsonl")
+    for line in log_path.read_text().splitlines() if log_path.exists() else []:
+        record = json.loads(line)
+        job = record["job"]
+        if job["kind"] == "epoch" and "result" in record:
+            entry = {k: job[k] for k in ("method", "meta_every", "options") if k in job}
+            results["epoch"].setdefault(epoch_label(entry), {**record["result"], "entry": entry})
+    return results
+
+
+def run_all(config: dict, threads: int, raw_path: Path, resume: bool = False) -> dict:
     results: dict = {"config": config, "threads": threads, "grid": {}, "epoch": {}, "sweep": [], "accuracy": {}}
     results["load_before"] = os.getloadavg()
     results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    start = time.perf_counter()
-    with open(raw_path.with_suffix(".log.jsonl"), "w") as log:
+    previous = resumed_results(raw_path) if resume else None
+    if previous is not None:
+        results = {**previous, "config": config, "threads": threads}
+        results["resumed"] = [*results.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S %Z")]
+    start = time.perf_counter() - results.get("wall_s", 0.0)
+    with open(raw_path.with_suffix(".log.jsonl"), "a" if previous is not None else "w") as log:
         print("meta steps on the reference backbone", flush=True)
         for method in grid_methods():
+            if config.get("key_only") and method not in KEY_GRID:
+                continue
+            if "ratios" in results["grid"].get(method, {}):
+                continue  # measured before the run was interrupted
             if config.get("smoke") and method.split(":")[1:2] in (["neumann"], ["cg"], ["stocbio"], ["unrolled"]):
                 if ":jvp" not in method:
                     continue
@@ -160,22 +282,27 @@ def run_all(config: dict, threads: int, raw_path: Path) -> dict:
         float32, references = accuracy_methods()
         out = raw_path.parent / "accuracy"
         common = {"kind": "accuracy", "batch": config["accuracy_batch"], "size": config["size"]}
-        results["accuracy_stats"] = run_job({**common, "methods": float32, "out": str(out) + "-32.pt"}, threads, log)
-        run_job({**common, "methods": references, "out": str(out) + "-64.pt", "float64": True}, threads, log)
-        results["accuracy_files"] = [str(out) + "-32.pt", str(out) + "-64.pt"]  # compared by the report
+        files = [str(out) + "-32.pt", str(out) + "-64.pt"]
+        if results.get("accuracy_files") != files or not all(Path(f).exists() for f in files):
+            results["accuracy_stats"] = run_job({**common, "methods": float32, "out": files[0]}, threads, log)
+            run_job({**common, "methods": references, "out": files[1], "float64": True}, threads, log)
+            results["accuracy_files"] = files  # compared by the report
 
+        results["wall_s"] = time.perf_counter() - start
+        raw_path.write_text(json.dumps(results, indent=1))  # a partial result survives an interrupted run
         print("epochs (Table 8)", flush=True)
-        epoch_methods = [f"meltr:{e}:jvp" for e in ESTIMATORS]
-        epoch_methods += ["meltr:identity:double_backward", "meltr:identity:jvp:last1"]
-        if config.get("smoke"):
-            epoch_methods = epoch_methods[:2]
-        for method in epoch_methods:
-            job = {"kind": "epoch", "method": method, "batch": config["batch"], "size": config["size"]}
-            job.update(steps=config["epoch_steps"], meta_every=config["meta_every"])
-            results["epoch"][method] = run_job(job, threads, log)
+        for entry in epoch_plan(config):
+            if "meltr_step_s" in results["epoch"].get(epoch_label(entry), {}):
+                continue
+            job = {"kind": "epoch", "batch": config["batch"], "size": config["size"], **entry}
+            job["steps"] = epoch_steps(config, entry["meta_every"])
+            result = run_job(job, threads, log)
+            results["epoch"][epoch_label(entry)] = {**result, "entry": entry}
+            results["wall_s"] = time.perf_counter() - start
+            raw_path.write_text(json.dumps(results, indent=1))
 
         print("size sweep", flush=True)
-        for size in config["sweep"]:
+        for size in [] if config.get("key_only") else config["sweep"]:
             row = {"size": size, "methods": {}}
             for method in config["sweep_methods"]:
                 job = {"kind": "time", "method": method, "batch": config["sweep_batch"], "size": size}
@@ -197,6 +324,15 @@ def main() -> None:
         help="intra-op threads per measurement (default 1: on a shared 2-core machine two OpenMP threads stall at "
         "every parallel region while another process holds a core, and the ratios then measure the neighbours)",
     )
+    parser.add_argument(
+        "--key-rows",
+        action="store_true",
+        help="measure only the identity estimator's rows (meta steps, epochs, accuracy); carry the other rows over "
+        "from the last full run's report, marked",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run: keep the rows its raw results hold"
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last raw results")
     parser.add_argument(
         "--output", type=Path, default=None, help="Markdown report (default docs/hypergrad-benchmark.md)"
@@ -205,14 +341,19 @@ def main() -> None:
     results_dir = BENCH_VENV / "results"
     # The smoke run's report stays out of docs/: its numbers are for a toy backbone.
     output = args.output or (results_dir / "quick.md" if args.quick else DOC)
-    raw_path = results_dir / ("quick.json" if args.quick else "full.json")
+    raw_path = results_dir / ("quick.json" if args.quick else "key.json" if args.key_rows else "full.json")
 
     ensure_bench_venv()  # every measurement runs in a subprocess of .bench-venv; this process plans and reports
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        json.loads(raw_path.read_text())  # fails early without a previous run
+        results = json.loads(raw_path.read_text())  # fails early without a previous run
+        results.setdefault("load_after", os.getloadavg())  # an interrupted run's raw results end early
     else:
-        run_all(QUICK if args.quick else FULL, args.threads, raw_path)
+        config = QUICK if args.quick else KEY if args.key_rows else FULL
+        results = run_all(config, args.threads, raw_path, resume=args.resume)
+    if results["config"].get("key_only"):
+        results["previous"] = previous_rows()
+    raw_path.write_text(json.dumps(results, indent=1))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")]))
     subprocess.run(
         [str(PYTHON), str(ROOT / "benchmarks" / "_hypergrad_report.py"), str(raw_path), str(output)],

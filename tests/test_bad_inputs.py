@@ -17,6 +17,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "src" / "meltr" / "recipes" / "configs" / "tiny.yaml"
+PRETRAIN_TINY = ["pretrain", "--size", "tiny", "--steps", "1", "--batch-size", "2", "--world", "n_pretrain=4"]
 SMALL = ["epochs=1", "world.n_train=32", "world.n_meta=16", "world.n_test=16", "combiner_options.d_model=16",
          "combiner_options.num_heads=2"]  # fmt: skip
 
@@ -140,6 +141,16 @@ CASES = {
     "analyze not a run": (["analyze", "a_dir.yaml"], 2, "not a finished meltr finetune run directory"),
     "reproduce bad table": (["reproduce", "9", "--runs", "r"], 2, "table"),
     "reproduce bad setting": (["reproduce", "1", "--set", "learning_rate=1", "--runs", "r"], 2, "learning_rate"),
+    "pretrain into a finetune run": (
+        [*PRETRAIN_TINY, "--out", "runs/tiny"],
+        2,
+        "holds a finetune run",
+    ),
+    "adapt into a finetune run": (
+        ["adapt", "--seeds", "0", "--methods", "zero_shot", "--runs", "runs/tiny"], 2, "holds a finetune run"
+    ),
+    "harmonize into a finetune run": (["harmonize", "--runs", "runs/tiny", "--out", "h.md"], 2, "holds a finetune run"),
+    "world preview bad override": (["world", "preview", "colour=1", "--out", "w"], 2, "unknown field 'colour'"),
     "unknown subcommand": (["fly"], 2, "invalid choice"),
 }
 
@@ -181,3 +192,51 @@ def test_a_read_only_output_folder_is_one_line_exit_1(workspace, tmp_path):
     locked.chmod(0o500)
     result = meltr("finetune", "--config", str(TINY), f"out_root={locked}", *SMALL, cwd=workspace)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+PRINT_CONFIG = {
+    "finetune": ["finetune", "--config", str(TINY), "seed=7"],
+    "evaluate": ["evaluate", "--clips", "10"],
+    "pretrain": ["pretrain", "--steps", "5", "overrides.dim=32"],
+    "adapt": ["adapt", "--steps", "7", "msta.bottleneck_dim=4"],
+    "harmonize": ["harmonize", "--world", "audio_noise=0.5", "--steps", "9", "model.dim=32"],
+    "reproduce": ["reproduce", "7", "epochs=2"],
+    "demo": ["demo", "epochs=1"],
+    "world preview": ["world", "preview", "--n", "2", "pixel_noise=0.1"],
+    "world export": ["world", "export", "--format", "msrvtt", "--out", "e", "--n-train", "5"],
+}
+ROUND_TRIP = {  # the command that reads the printed config back (--n sets the preview's split size itself)
+    "finetune": ["finetune"],
+    "pretrain": ["pretrain"],
+    "adapt": ["adapt"],
+    "harmonize": ["harmonize"],
+    "world preview": ["world", "preview", "--n", "2"],
+    "world export": ["world", "export", "--format", "msrvtt", "--out", "e"],
+}
+
+
+@pytest.mark.parametrize("name", list(PRINT_CONFIG))
+def test_every_subcommand_prints_its_resolved_config_and_reads_it_back(name, workspace, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from meltr.cli.main import main
+
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    assert main([*PRINT_CONFIG[name], "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    documents = [d for d in yaml.safe_load_all(printed) if d is not None]
+    assert documents and all(isinstance(d, dict) for d in documents)
+    override = PRINT_CONFIG[name][-1]
+    key, _, value = override.partition("=")
+    if "=" in override:  # the last KEY=VALUE shows in every resolved config
+        for document in documents:
+            for part in key.split(".")[:-1]:
+                document = document[part]
+            assert document[key.split(".")[-1]] == yaml.safe_load(value)
+    if name in ROUND_TRIP:
+        recipe = tmp_path / "resolved.yaml"
+        recipe.write_text(printed)
+        assert main([*ROUND_TRIP[name], "--config", str(recipe), "--print-config"]) == 0
+        assert capsys.readouterr().out == printed
+    assert snapshot(workspace) == before

@@ -194,12 +194,24 @@ def test_losses_that_do_not_require_grad_are_refused_at_the_first_step():
 
 
 # -- 4. a failed run blocks the corrected rerun --------------------------------------------------------------------
-def test_a_run_that_fails_before_its_first_state_leaves_no_claim(tmp_path):
-    config = tiny_config(tmp_path, "task_options.scoring=nonsense")
+def test_a_run_that_fails_before_its_first_state_leaves_no_claim(tmp_path, monkeypatch):
+    from meltr.learner import AuxiliaryLearner
+
+    config = tiny_config(tmp_path, "task_options.scoring=nonsense")  # fails while the model is built
     with pytest.raises(ValueError, match="scoring"):
         finetune(config, progress=False)
     assert not config.run_dir.exists()
-    finetune(tiny_config(tmp_path), progress=False)  # the corrected rerun uses the same directory
+
+    def diverged(self, batch):  # what on_nonfinite=raise does when lr is far too high
+        raise FloatingPointError("step 0: non-finite losses")
+
+    step = AuxiliaryLearner.step
+    monkeypatch.setattr(AuxiliaryLearner, "step", diverged)
+    with pytest.raises(FloatingPointError):  # dies at its first step
+        finetune(tiny_config(tmp_path, "lr=10.0", "on_nonfinite=raise"), progress=False)
+    assert not config.run_dir.exists()
+    monkeypatch.setattr(AuxiliaryLearner, "step", step)
+    finetune(tiny_config(tmp_path), progress=False)  # the corrected rerun (another lr) uses the same directory
 
 
 def test_an_interrupted_first_epoch_leaves_no_claim_and_a_later_one_resumes(tmp_path, monkeypatch):

@@ -231,7 +231,8 @@ def univl_learner(precision):
 
 def test_bf16_inner_steps_train_the_reference_backbone_and_meta_steps_stay_close_to_float32():
     """bf16 autocast on CPU: no skipped step, the weights move, and after three bf16 inner steps the meta step's
-    hypergradient is within 10% (relative L2) and cosine 0.99 of the float32 run's (measured: 2.7%, 0.99994)."""
+    hypergradient is within 10% (relative L2) and cosine 0.99 of the float32 run's (measured 5.6%, 0.99899; `pytest -s`
+    prints them)."""
     runs = {}
     for precision in ("32", "bf16"):
         learner, hypergrads = univl_learner(precision)
@@ -244,8 +245,11 @@ def test_bf16_inner_steps_train_the_reference_backbone_and_meta_steps_stay_close
         assert moved > 1e-4
         runs[precision] = hypergrads[0]
     full, half = runs["32"], runs["bf16"]
-    assert float((full - half).norm() / full.norm()) < 0.1
-    assert float(torch.nn.functional.cosine_similarity(full, half, 0)) > 0.99
+    error = float((full - half).norm() / full.norm())
+    cosine = float(torch.nn.functional.cosine_similarity(full, half, 0))
+    print(f"bf16 vs float32 hypergradient: relative L2 error {error:.4f}, cosine {cosine:.5f}")
+    assert error < 0.1
+    assert cosine > 0.99
     assert not torch.equal(full, half)  # the bf16 inner steps did run in bf16
 
 

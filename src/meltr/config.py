@@ -206,6 +206,11 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         elif base is typing.Literal:
             if value in typing.get_args(option):
                 return value
+        elif dataclasses.is_dataclass(base) and isinstance(base, type):
+            if isinstance(value, base):
+                return value
+            if isinstance(value, Mapping):  # a nested config (e.g. an adapter's): built and checked field by field
+                return config_from_dict(base, value, source=f"{source}: field {name!r}")
         else:  # Any, or a type this checker does not know: the config's own validate() decides
             return value
     raise ConfigError(f"{source}: field {name!r} must be {_describe(options)}, got {value!r}")
@@ -325,6 +330,8 @@ def _describe(options: tuple[Any, ...]) -> str:
             names.append("null")
         elif base is typing.Literal:
             names.append(" or ".join(repr(v) for v in typing.get_args(option)))
+        elif dataclasses.is_dataclass(base):
+            names.append(f"a mapping of {base.__name__} fields")
         else:
             names.append({float: "a number", int: "an integer", bool: "true or false"}.get(base, base.__name__))
     return " or ".join(names)

@@ -34,7 +34,8 @@ from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import Backend, jvp
 from meltr.hypergrad.estimators import Estimator
 from meltr.hypergrad.linalg import grad_or_zeros
-from meltr.hypergrad.problem import DEFAULT_FD_SCALE, DEFAULT_REG_WEIGHT
+from meltr.hypergrad.problem import DEFAULT_REG_WEIGHT
+from meltr.hypergrad.scope import resolve_scope
 
 
 class NonFiniteLossWarning(UserWarning):
@@ -131,17 +132,19 @@ class _Batches:
                 raise ValueError(f"{self.name} yielded no batch") from None
 
 
-def select_parameters(model: nn.Module, scope: Sequence[str] | None) -> list[str]:
+def select_parameters(model: nn.Module, scope: str | Sequence[str] | None) -> list[str]:
     """Names of the trainable parameters of ``model`` in the hypergradient scope.
 
     Args:
         model: the (unwrapped) backbone.
-        scope: ``None`` for every trainable parameter, else names or shell-style patterns (``"encoder.layers.3.*"``).
+        scope: ``None`` for every trainable parameter, else names or shell-style patterns (``"encoder.layers.3.*"``)
+            and named scopes (``"last_blocks(1)"``, ``"head"``; :func:`meltr.hypergrad.scope.resolve_scope`).
 
     Raises:
-        ValueError: a pattern matches no trainable parameter.
+        ValueError: a pattern matches no trainable parameter, or a named scope is malformed.
     """
     names = [n for n, p in model.named_parameters() if p.requires_grad]
+    scope = resolve_scope(model, scope)
     if scope is None:
         return names
     selected = []
@@ -194,9 +197,20 @@ class AuxiliaryLearner:
         direct_term: include the regulariser's direct ``d/dphi`` term; ``False`` reproduces the official code.
         clip_norm: the hypergradient's norm is clipped to this (official: 50); ``None`` to disable.
         on_nonfinite: ``"skip"`` a step whose losses or gradients are not finite (with a warning), or ``"raise"``.
-        hypergrad_scope: restrict ``w`` in the hypergradient to these parameter names / patterns.
-        fd_scale: relative step of the finite-difference backend.
-        track_sensitivity: report the mean ``dM/dl_t`` per task at every step.
+        hypergrad_scope: restrict ``w`` in the hypergradient to these parameter names / patterns, or a named scope
+            (``"last_blocks(1)"``, ``"head"``, see :func:`meltr.hypergrad.scope.resolve_scope`).
+        fd_scale: relative step of the finite-difference backends (``None``: 1e-5 central, 1e-6 one-sided).
+        track_sensitivity: report the mean ``dM/dl_t`` per task at every step (``True``), every ``N`` steps (an
+            int ``N``; a logging-only cost), or never (``False`` / 0).
+        meta_train_batch: the train-side batch of a meta step (the batch of ``L_aux``): ``"replay"`` samples it from
+            the replay buffer (the official code); ``"current"`` takes the batch of the optimiser step that ends
+            with the meta step. With :meth:`step`, one micro-batch per step and ``precision="32"``, the meta step
+            then runs before that optimiser step, at the weights the inner forward saw, and the backends reuse
+            that forward's losses and masks (``forward_difference`` then costs one extra forward); the
+            hypergradient is the plain path's at those weights and batches, to float rounding.
+        check_finite_every: check the task losses and inner gradients for NaN / inf (and skip such steps) every
+            this many steps; 0 never checks (a non-finite step then reaches the weights). Under DDP each check is
+            one all-reduce.
         seed: seed of the replay buffer's sampling and of the meta steps' own random stream (a meta step's
             dropout and masks never draw from the global generator, so the model's own stream is the same with
             meta steps on or off).
@@ -243,9 +257,11 @@ class AuxiliaryLearner:
         direct_term: bool = True,
         clip_norm: float | None = 50.0,
         on_nonfinite: Literal["skip", "raise"] = "skip",
-        hypergrad_scope: Sequence[str] | None = None,
-        fd_scale: float = DEFAULT_FD_SCALE,
-        track_sensitivity: bool = True,
+        hypergrad_scope: str | Sequence[str] | None = None,
+        fd_scale: float | None = None,
+        track_sensitivity: bool | int = True,
+        meta_train_batch: Literal["replay", "current"] = "replay",
+        check_finite_every: int = 1,
         seed: int = 0,
         reg_batch: Literal["meta", "train"] = "meta",
         lookahead_every: int = 0,
@@ -280,6 +296,12 @@ class AuxiliaryLearner:
             raise ValueError(f"reg_batch must be 'meta' or 'train', got {reg_batch!r}")
         if lookahead_every < 0:
             raise ValueError(f"lookahead_every must be 0 (never) or positive, got {lookahead_every}")
+        if meta_train_batch not in ("replay", "current"):
+            raise ValueError(f"meta_train_batch must be 'replay' or 'current', got {meta_train_batch!r}")
+        if not isinstance(check_finite_every, int) or check_finite_every < 0:
+            raise ValueError(f"check_finite_every must be 0 (never) or a positive int, got {check_finite_every!r}")
+        if not isinstance(track_sensitivity, (bool, int)) or track_sensitivity < 0:
+            raise ValueError(f"track_sensitivity must be a bool or a non-negative int, got {track_sensitivity!r}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
         check_loop_options(accumulate, max_grad_norm, precision, grad_scaler)
@@ -311,6 +333,8 @@ class AuxiliaryLearner:
         self.on_nonfinite = on_nonfinite
         self.fd_scale = fd_scale
         self.track_sensitivity = track_sensitivity
+        self.meta_train_batch = meta_train_batch
+        self.check_finite_every = check_finite_every
         self.reg_batch = reg_batch
         self.lookahead_every = lookahead_every
         self._lookahead = _Batches(lookahead_data if lookahead_data is not None else meta_data, "lookahead_data")
@@ -337,10 +361,14 @@ class AuxiliaryLearner:
         self.steps += 1
         if not self._group:
             self.optimizer.zero_grad(set_to_none=True)
+        early = self._meta_reuses_inner_forward()
+        # the generator state the inner forward draws its masks and dropout from, replayed by the meta step
+        rng_state = torch.get_rng_state() if early else None
         stacked = self._inner_forward(batch)
-        bad = nonfinite_tasks(stacked, self.combiner.tasks)
+        check = self.check_finite_every > 0 and self.steps % self.check_finite_every == 0
+        bad = nonfinite_tasks(stacked, self.combiner.tasks) if check else []
         losses = self._task_means(stacked)
-        if any_process(bool(bad)):
+        if check and any_process(bool(bad)):
             self._discard_group()
             return self._skip(losses, bad or ["(another process)"], what="task loss")
         combined = self.combiner(stacked)
@@ -359,21 +387,37 @@ class AuxiliaryLearner:
         for p in self.combiner.parameters():
             p.grad = None  # phi is learned by meta steps only
         stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()))
-        if self.track_sensitivity:
+        if self.track_sensitivity and self.steps % int(self.track_sensitivity) == 0:
             sensitivity = self.combiner.sensitivity(stacked.detach())
             if sensitivity.dim() == 2:
                 sensitivity = sensitivity.mean(0)
             stats.sensitivity = dict(zip(self.combiner.tasks, sensitivity.tolist(), strict=True))
         if not last:
             return stats
-        if not self._optimizer_step():
+        meta = None
+        if early:
+            # At the weights of this inner forward, before the optimiser step: its losses are l(w; batch).
+            self.replay.append(batch)
+            meta = self.meta_step(batch, train_losses=stacked.detach(), train_rng_state=rng_state)
+        if not self._optimizer_step(check):
             self._discard_group()
             if self.grad_scaler is not None:
                 stats.skipped, stats.nonfinite = True, ["(fp16 overflow)"]
                 return stats
             return self._skip(losses, ["(gradient)"], what="gradient")
-        stats.meta = self.after_optimizer_step()
+        stats.meta = self._close_group(meta_done=early, meta=meta)
         return stats
+
+    def _meta_reuses_inner_forward(self) -> bool:
+        """Whether the optimiser step under way ends with a meta step that reuses its inner forward."""
+        return (
+            self.meta_train_batch == "current"
+            and self.meta_enabled
+            and self.accumulate == 1
+            and self.precision == "32"
+            and "_original_forward" not in unwrap(self.model).__dict__  # Accelerate autocasts the forward
+            and (self.inner_steps + 1) % self.meta_every == 0
+        )
 
     def inner_loss(self, batch: Any) -> Tensor:
         """``L_aux`` on ``batch`` for a loop that owns backward and the optimiser step (the split API).
@@ -390,6 +434,11 @@ class AuxiliaryLearner:
     def after_optimizer_step(self) -> MetaStats | None:
         """Close the optimiser step: its micro-batches join the replay buffer, and every ``meta_every`` optimiser
         steps a meta step runs. Returns the meta step's statistics, or ``None``."""
+        return self._close_group()
+
+    def _close_group(self, meta_done: bool = False, meta: MetaStats | None = None) -> MetaStats | None:
+        """:meth:`after_optimizer_step`; ``meta_done``: the step's meta step already ran (``meta``), before the
+        optimiser step, and the group already joined the replay buffer."""
         if not self._group:
             raise RuntimeError("after_optimizer_step() follows an optimiser step on inner_loss(batch); none was seen")
         for p in self.combiner.parameters():
@@ -397,17 +446,33 @@ class AuxiliaryLearner:
         group = self._group[0] if len(self._group) == 1 else MicroBatches(self._group)
         self._group = []
         self.inner_steps += 1
+        if meta_done:
+            return meta
         self.replay.append(group)
         if self.meta_enabled and self.inner_steps % self.meta_every == 0:
-            return self.meta_step()
+            return self.meta_step(group if self.meta_train_batch == "current" else None)
         return None
 
-    def hypergradient(self, train_batch: Any, meta_batch: Any) -> tuple[list[Tensor], MetaStats]:
+    def hypergradient(
+        self,
+        train_batch: Any,
+        meta_batch: Any,
+        train_losses: Tensor | None = None,
+        train_rng_state: Tensor | None = None,
+    ) -> tuple[list[Tensor], MetaStats]:
         """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
 
         The model, the combiner, their optimisers and the global random stream are left as they were: the forward
         passes draw their dropout and masks from the learner's own meta generator, which this call advances.
         Under DDP the hypergradient and the statistics are averaged over ranks.
+
+        Args:
+            train_batch: the train-side batch (of ``L_aux``).
+            meta_batch: the meta batch (of ``L_pri``).
+            train_losses: ``l(w; train_batch)`` at the current weights if already computed (the inner step's
+                forward), drawn with the masks of ``train_rng_state``; a backend that needs it takes it as is.
+            train_rng_state: the CPU generator state every pass over ``train_batch`` replays (its masks and
+                dropout); default a seed of this meta step.
         """
         problem = MetaProblem(
             model=unwrap(self.model),
@@ -423,6 +488,8 @@ class AuxiliaryLearner:
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
             reg_batch=self.reg_batch,
+            known_losses={} if train_losses is None else {id(train_batch): train_losses.detach()},
+            rng_states={} if train_rng_state is None else {id(train_batch): train_rng_state},
         )
         seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
         # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
@@ -447,11 +514,20 @@ class AuxiliaryLearner:
         )
         return hypergrad, stats
 
-    def meta_step(self) -> MetaStats:
-        """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13)."""
-        train_batch = self.replay.sample()
+    def meta_step(
+        self,
+        train_batch: Any | None = None,
+        train_losses: Tensor | None = None,
+        train_rng_state: Tensor | None = None,
+    ) -> MetaStats:
+        """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13).
+
+        ``train_batch`` (default: one from the replay buffer), ``train_losses`` and ``train_rng_state`` are those of
+        :meth:`hypergradient`; the meta batch comes from the replay buffer or the meta split.
+        """
+        train_batch = self.replay.sample() if train_batch is None else train_batch
         meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
-        hypergrad, stats = self.hypergradient(train_batch, meta_batch)
+        hypergrad, stats = self.hypergradient(train_batch, meta_batch, train_losses, train_rng_state)
         norm = stats.hypergrad_norm
         if not math.isfinite(norm) or not math.isfinite(stats.primary_loss):
             self._handle_nonfinite("meta step: the hypergradient or L_pri is not finite; the combiner is unchanged")
@@ -582,12 +658,13 @@ class AuxiliaryLearner:
         stacked = self.combiner.stack(out)
         return stacked.float() if stacked.dtype in (torch.float16, torch.bfloat16) else stacked
 
-    def _optimizer_step(self) -> bool:
-        """Unscale, check, clip and step; ``False`` if the step was skipped (non-finite gradients)."""
+    def _optimizer_step(self, check: bool = True) -> bool:
+        """Unscale, check (when ``check`` or with a grad scaler), clip and step; ``False`` if the step was skipped
+        (non-finite gradients)."""
         scaler = self.grad_scaler
         if scaler is not None:
             scaler.unscale_(self.optimizer)
-        finite = not any_process(not self._gradients_finite())
+        finite = not any_process(not self._gradients_finite()) if check or scaler is not None else True
         if finite and self.max_grad_norm is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)

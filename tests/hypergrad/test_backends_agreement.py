@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meltr.combine import MetaLossTransformer
 from meltr.hypergrad import BACKENDS, MetaProblem
-from meltr.hypergrad.backends import double_backward, finite_difference, jvp
+from meltr.hypergrad.backends import double_backward, finite_difference, forward_difference, jvp
 from meltr.models import BACKBONES, build_backbone
 
 TOLERANCE = {"jvp": 1e-5, "finite_difference": 1e-3}
@@ -74,10 +74,11 @@ def relative_error(got: list[torch.Tensor], expected: list[torch.Tensor]) -> flo
     return (difference / norm) ** 0.5
 
 
-def test_the_registry_holds_the_three_backends():
-    assert set(BACKENDS.names()) == {"double_backward", "jvp", "finite_difference"}
+def test_the_registry_holds_the_four_backends():
+    assert set(BACKENDS.names()) == {"double_backward", "jvp", "finite_difference", "forward_difference"}
     assert BACKENDS.get("jvp") is jvp and BACKENDS.get("finite_difference") is finite_difference
     assert BACKENDS.get("double_backward") is double_backward
+    assert BACKENDS.get("forward_difference") is forward_difference
 
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "batch_level"])

@@ -95,8 +95,7 @@ def make_problem(model, scope_names, backend="double_backward") -> MetaProblem:
         param_names=scope_names,
         train_batch=random_batch(batch_size=4, seed=0),
         meta_batch=random_batch(batch_size=4, seed=1),
-        backend=BACKENDS.get(backend),
-        fd_scale=1e-5,
+        backend=BACKENDS.get(backend),  # each finite-difference backend at its default step
     )
 
 
@@ -121,7 +120,8 @@ def test_scoped_identity_hypergradient_is_the_full_one_with_v_masked_outside_the
         reference = masked_reference(model, scope_names)
         scoped = build_estimator("identity")(make_problem(model, scope_names, backend))
         unscoped = build_estimator("identity")(make_problem(model, [n for n, _ in model.named_parameters()]))
-    tolerance = 1e-3 if backend == "finite_difference" else 1e-5
+    # finite differences in float32: O(e^2) central, O(e) one-sided (about 3e-3 at its default step here)
+    tolerance = {"finite_difference": 1e-3, "forward_difference": 1e-2}.get(backend, 1e-5)
     assert relative_error(scoped, reference) < tolerance
     # the scope matters: the full hypergradient is a different vector
     assert relative_error(unscoped, reference) > 1e-2

@@ -1,5 +1,5 @@
 """meltr under Accelerate in one process: the plain learner's run, and meta steps in float32 under bf16 mixed
-precision. The 2-process run is in test_integrations_ddp.py (slow)."""
+precision. The 2-process run is in test_loops_ddp.py (slow)."""
 
 from __future__ import annotations
 

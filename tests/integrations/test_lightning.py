@@ -1,6 +1,6 @@
 """meltr under PyTorch Lightning (single process): the same run as the plain learner, global_step once per inner
 step, the learner's state in Lightning checkpoints, exact resume. The 2-process DDP run is in
-test_integrations_ddp.py (slow)."""
+test_loops_ddp.py (slow)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,14 @@ import sys
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from meltr.recipes import config_path, shipped_configs
 from meltr.recipes.finetune import FinetuneConfig, apply_overrides, finetune
 
 # Every shipped fine-tuning config: the top-level ones and the recipe every reproduced table starts from (the tables
 # themselves are checked in test_reproduce.py).
-FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_msrvtt_disk", "reproduce/miniature"]
+FINETUNE_CONFIGS = ["demo_retrieval", "tiny", "tiny_hf", "tiny_msrvtt_disk", "reproduce/miniature"]
 
 
 def test_every_shipped_finetune_config_is_listed():
@@ -24,6 +25,8 @@ def test_every_shipped_finetune_config_is_listed():
 
 @pytest.mark.parametrize("name", FINETUNE_CONFIGS)
 def test_every_shipped_recipe_loads_and_validates(name):
+    if name == "tiny_hf":
+        pytest.importorskip("transformers")
     config = FinetuneConfig.load(config_path(name))
     assert config.as_dict()["name"]
 
@@ -50,6 +53,17 @@ def test_overrides_set_fields_and_nested_options():
         ("epochs=2.5", "field 'epochs' must be an integer, got 2.5"),
         ("eval_clips=all", "field 'eval_clips' must be an integer or null"),
         ("world=3", "field 'world' must be dict"),
+        ("device=gpu", "field 'device' must be cpu, cuda or auto, got 'gpu'"),
+        ("precision=16", "field 'precision' must be 32, bf16 or fp16, got '16'"),
+        ("precision=half", "field 'precision' must be 32, bf16 or fp16"),
+        ("lr_schedule=step", r"field 'lr_schedule' must be one of \['constant', 'linear', 'cosine'\]"),
+        ("warmup_steps=-1", "field 'warmup_steps' must be 0 \\(no warm-up\\) or positive"),
+        ("max_grad_norm=0", "field 'max_grad_norm' must be positive or null, got 0.0"),
+        ("accumulate=0", "field 'accumulate' must be at least 1"),
+        ("accumulate=1.5", "field 'accumulate' must be an integer"),
+        ("replay_storage=index", "field 'replay_storage' must be device or cpu"),
+        ("accumulate=7", r"world.n_train \(96\) is smaller than batch_size x accumulate \(112\)"),
+        ("backbone=bert", "field 'backbone' must be one of .* or {hf: DIR, ...}, got 'bert'"),
     ],
 )
 def test_bad_recipes_name_the_field(override, message):
@@ -81,21 +95,10 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     from meltr.recipes import finetune as recipe
 
     # every keyword of the learner that is not an object the recipe builds is a field of the config
-    built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma"}
-    # the training-loop hooks: objects of the user's own loop (backward, grad_scaler, replay_fetch) or options the
-    # recipe does not expose yet (precision, accumulation, gradient clipping, replay storage); a new learner
-    # keyword must be a config field or listed here
-    loop_hooks = {
-        "backward",
-        "grad_scaler",
-        "max_grad_norm",
-        "accumulate",
-        "precision",
-        "replay_storage",
-        "replay_fetch",
-        "replay_index_key",
-        "replay_in_checkpoint",
-    }
+    built = {"meta_optimizer", "meta_data", "lookahead_data", "gamma", "grad_scaler"}
+    # the training-loop hooks for a user's own loop: how it back-propagates, and how it re-fetches replayed batches
+    # from dataset indices (replay_storage='index'); a new learner keyword must be a config field or listed here
+    loop_hooks = {"backward", "replay_fetch", "replay_index_key"}
     options = [p for p in inspect.signature(AuxiliaryLearner).parameters.values() if p.kind is p.KEYWORD_ONLY]
     assert {p.name for p in options} - built - loop_hooks == set(recipe.LEARNER_FIELDS)
     assert set(recipe.LEARNER_FIELDS) <= set(FinetuneConfig.__dataclass_fields__)
@@ -108,6 +111,8 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
 
     monkeypatch.setattr(recipe, "AuxiliaryLearner", Spy)
     changed = ["clip_norm=7.5", "replay_size=4", "on_nonfinite=raise", "fd_scale=2e-5", "track_sensitivity=false"]
+    changed += ["max_grad_norm=0.5", "accumulate=2", "precision=fp16"]
+    changed += ["replay_storage=cpu", "replay_in_checkpoint=false"]
     config = FinetuneConfig.load(
         config_path("tiny"), [*changed, "hypergrad_scope=[backbone.text_encoder.*]", "epochs=1", f"out_root={tmp_path}"]
     )
@@ -115,6 +120,11 @@ def test_every_learner_option_reaches_the_learner(tmp_path, monkeypatch):
     assert seen["clip_norm"] == 7.5 and seen["replay_size"] == 4 and seen["on_nonfinite"] == "raise"
     assert seen["fd_scale"] == 2e-5 and seen["track_sensitivity"] is False
     assert seen["hypergrad_scope"] == ["backbone.text_encoder.*"]
+    assert seen["max_grad_norm"] == 0.5 and seen["accumulate"] == 2 and seen["precision"] == "fp16"
+    assert isinstance(seen["grad_scaler"], torch.amp.GradScaler)  # fp16 gradients underflow without one
+    assert seen["replay_storage"] == "cpu" and seen["replay_in_checkpoint"] is False
+    state = torch.load(config.run_dir / "last.pt", weights_only=True)
+    assert state["learner"]["replay_batches"] == [] and state["grad_scaler"]["scale"] > 0
 
 
 def test_a_missing_recipe_names_the_file(tmp_path):
@@ -131,6 +141,7 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "--config",
         "tiny",
         "--quiet",
+        "--tensorboard",
         f"out_root={tmp_path}",
         "lookahead_every=2",
     ]
@@ -165,6 +176,12 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert results["metric"] == "t2v/R@1"
     assert results["last_epoch"] == 2 and "t2v/R@1" in results["test_last"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["out_root"] == str(tmp_path)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("steps/loss/align")
+    assert [event.step for event in logged] == [row["step"] for row in steps]
+    assert [event.value for event in logged] == pytest.approx(primary)
+    assert [event.step for event in events.Scalars("epochs/val/t2v/R@1")] == [0, 1, 2]
 
     analyze = subprocess.run(
         [sys.executable, "-m", "meltr.cli.main", "analyze", str(run_dir)], capture_output=True, text=True, timeout=300
@@ -181,26 +198,50 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert (run_dir / "analysis" / "meta_signal.png").exists()
 
 
-def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "loop",
+    [
+        [],
+        ["batch_size=8", "accumulate=2", "lr_schedule=cosine", "warmup_steps=2", "max_grad_norm=0.5", "precision=fp16"],
+    ],
+    ids=["plain", "schedule-accumulate-clip-fp16"],
+)
+def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, caplog, loop):
     base = [
+        *loop,
         "checkpoint=none",
         "size=tiny",
         "world.n_train=48",
         "world.n_meta=16",
         "world.n_test=16",
-        "batch_size=16",
+        *([] if loop else ["batch_size=16"]),
         "epochs=2",
         "combiner_options.d_model=16",
         "combiner_options.num_heads=2",
     ]
     whole = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'a'}"])
     reference = finetune(whole, progress=False)
-    first = FinetuneConfig.load(config_path("tiny"), [*base, "epochs=1", f"out_root={tmp_path / 'b'}"])
-    finetune(first, progress=False)
-    # an interrupted run is a run directory whose last.pt stops early: continue it with the full recipe
-    config_file = tmp_path / "b" / "tiny" / "config.yaml"
-    config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "epochs": 2}, sort_keys=False))
     second = FinetuneConfig.load(config_path("tiny"), [*base, f"out_root={tmp_path / 'b'}"])
+
+    class Interrupted(Exception):
+        pass
+
+    class InterruptAfterFirstEpoch:
+        """Stops the run right after it saved last.pt of epoch 0 (a killed process leaves the same directory)."""
+
+        def log(self, stream, row):
+            pass
+
+        def flush(self):
+            raise Interrupted
+
+        def close(self):
+            pass
+
+    with pytest.raises(Interrupted):
+        finetune(second, progress=False, loggers=(InterruptAfterFirstEpoch(),))
+    saved = torch.load(tmp_path / "b" / "tiny" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 0 and not (tmp_path / "b" / "tiny" / "results.json").exists()
     caplog.clear()
     with caplog.at_level("INFO", logger="meltr"):
         resumed = finetune(second, progress=False)
@@ -209,6 +250,7 @@ def test_resume_continues_and_ends_where_an_uninterrupted_run_ends(tmp_path, cap
     steps_a = json.loads((tmp_path / "a" / "tiny" / "steps.json").read_text())
     steps_b = json.loads((tmp_path / "b" / "tiny" / "steps.json").read_text())
     assert [r["loss/align"] for r in steps_a] == [r["loss/align"] for r in steps_b]
+    assert [r["lr"] for r in steps_a] == [r["lr"] for r in steps_b]
 
 
 def test_analyze_refuses_a_folder_that_is_not_a_run(tmp_path):
@@ -258,3 +300,139 @@ def test_a_run_of_a_re_made_checkpoint_is_not_mistaken_for_the_finished_one(tmp_
         finetune(config, progress=False)
     assert {p.name: p.read_bytes() for p in config.run_dir.iterdir() if p.is_file()} == before
     assert json.loads((config.run_dir / "start.json").read_text()) == start
+
+
+# -- the training loop's options: schedule, accumulation, precision, device -------------------------------------------
+SMALL_WORLD = ["world.n_train=48", "world.n_meta=16", "world.n_test=16", "epochs=2", "eval_clips=16"]
+
+
+def steps_of(result):
+    return json.loads((result.run_dir / "steps.json").read_text())
+
+
+def test_the_schedule_and_accumulation_count_optimiser_steps(tmp_path):
+    """batch_size 8 and accumulate 2 over 48 clips: 6 micro-batches and 3 optimiser steps per epoch, a meta step every
+    second optimiser step, and the logged learning rate follows warm-up + linear decay over the 6 optimiser steps."""
+    from meltr.training.schedule import schedule_factor
+
+    overrides = [*SMALL_WORLD, "batch_size=8", "accumulate=2", "lr_schedule=linear", "warmup_steps=2", "lr=1e-3"]
+    config = FinetuneConfig.load(config_path("tiny"), [*overrides, f"out_root={tmp_path}"])
+    steps = steps_of(finetune(config, progress=False))
+    assert len(steps) == 2 * 6 and not any(row["skipped"] for row in steps)
+    meta_rows = [i for i, row in enumerate(steps) if "meta/hypergrad_norm" in row]
+    assert meta_rows == [3, 7, 11]  # micro-batches 4, 8, 12 close optimiser steps 2, 4, 6
+    expected = [1e-3 * schedule_factor("linear", i // 2, warmup_steps=2, total_steps=6) for i in range(12)]
+    assert [row["lr"] for row in steps] == pytest.approx(expected, rel=1e-12)
+    assert expected[:4] == pytest.approx([5e-4, 5e-4, 1e-3, 1e-3]) and expected[-1] == pytest.approx(1e-3 / 4)
+
+
+def test_a_partial_group_of_micro_batches_at_the_end_of_an_epoch_is_dropped(tmp_path):
+    """48 clips in micro-batches of 16 and groups of 2: one optimiser step per epoch, the third micro-batch dropped
+    (as drop_last drops a partial batch), so no group spans two epochs or is left out of last.pt."""
+    config = FinetuneConfig.load(config_path("tiny"), [*SMALL_WORLD, "accumulate=2", f"out_root={tmp_path}"])
+    steps = steps_of(finetune(config, progress=False))
+    assert [row["epoch"] for row in steps] == [0, 0, 1, 1]
+    state = torch.load(config.run_dir / "last.pt", weights_only=True)
+    assert state["learner"]["counters"]["inner_steps"] == 2 and state["scheduler"]["last_epoch"] == 2
+
+
+def test_mixed_precision_runs_are_deterministic_and_differ_from_float32(tmp_path):
+    """bf16 autocast under torch.use_deterministic_algorithms: two runs agree bit for bit, no step is skipped, and
+    the losses differ from the float32 run's (the autocast ran) by little."""
+    losses = {}
+    for name, precision in (("a", "bf16"), ("b", "bf16"), ("c", "32")):
+        config = FinetuneConfig.load(
+            config_path("tiny"), [*SMALL_WORLD, f"precision={precision}", f"out_root={tmp_path / name}"]
+        )
+        steps = steps_of(finetune(config, progress=False))
+        assert not any(row["skipped"] for row in steps)
+        losses[name] = [row["loss/align"] for row in steps]
+    assert losses["a"] == losses["b"]
+    assert losses["a"] != losses["c"]
+    assert max(abs(x - y) / y for x, y in zip(losses["a"], losses["c"], strict=True)) < 0.05
+
+
+def test_a_run_gives_back_the_thread_count_and_determinism_setting_it_found(tmp_path):
+    """`threads` applies to the run only: a process that runs one recipe after another (a test suite, `meltr
+    reproduce`) must not inherit it (more threads than cores slow every later small-op model down badly)."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    threads = 2 if before[0] != 2 else 3
+    overrides = ["epochs=1", "world.n_train=16", "world.n_meta=16", "world.n_test=16", f"threads={threads}"]
+    finetune(FinetuneConfig.load(config_path("tiny"), [*overrides, f"out_root={tmp_path}"]), progress=False)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_auto_device_is_cpu_without_cuda(monkeypatch):
+    from meltr.recipes.finetune import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="field 'device' must be cpu or auto: this torch sees no CUDA device"):
+        FinetuneConfig.load(config_path("tiny"), ["device=cuda"])
+
+
+# -- transformers backbones ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("backbone={hf: nowhere}", r"field 'backbone.hf': nowhere is not a backbone directory .* or hf: tiny-random"),
+        ("backbone.kind=bert", "field 'backbone.kind' must be one of \\['bert\\+clip'"),
+        ("backbone.width=31", "field 'backbone.width' must be an even integer"),
+        ("backbone.hf=towers", r"field 'backbone.kind' belongs to hf: tiny-random, .* backbone=\{hf: towers\}"),
+        ("backbone.dimm=8", "field 'backbone.dimm': not an option of the transformers backbone .*did you mean 'dim'"),
+        ("backbone.mask_prob=2", r"field 'backbone': HFConfig.mask_prob must be in \[0, 1\]"),
+        ("backbone.kind=clip;backbone.mlm=true", "field 'backbone.mlm': the CLIP-style text tower is causal"),
+        ("checkpoint=none", "field 'checkpoint' does not apply to a transformers backbone"),
+        ("backbone_options.dropout=0", "field 'backbone_options' does not apply to a transformers backbone"),
+    ],
+)
+def test_bad_transformers_backbone_specs_name_the_key(override, message):
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig.load(config_path("tiny_hf"), override.split(";"))
+
+
+def tiny_hf_overrides(tmp_path, name):
+    return ["epochs=1", "world.n_train=32", "world.n_meta=16", "world.n_test=16", f"out_root={tmp_path / name}"]
+
+
+def test_the_tiny_hf_recipe_runs_and_equals_a_run_from_its_towers_saved_to_a_directory(tmp_path):
+    """hf: tiny-random builds the towers from the seed in memory; the same towers saved with save_hf_backbone and
+    given as hf: DIR make the same run, step for step (the towers never draw from the run's random stream)."""
+    pytest.importorskip("transformers")
+    from meltr.data import make_world
+    from meltr.models.hf import HFConfig, HFVideoText, save_hf_backbone, tiny_heads, tiny_random_towers
+
+    config = FinetuneConfig.load(config_path("tiny_hf"), tiny_hf_overrides(tmp_path, "random"))
+    spec = {k: v for k, v in config.backbone.items() if k not in ("hf", "kind", "width")}
+    world = make_world(config.world_config())
+    towers = tiny_random_towers("bert+clip", world.tokenizer.vocab_size, 32, world.config.n_frames, 32, config.seed)
+    save_hf_backbone(HFVideoText(**towers, config=HFConfig(**tiny_heads("bert+clip", spec))), tmp_path / "towers")
+
+    random_run = finetune(config, progress=False)
+    from_directory = FinetuneConfig.load(
+        config_path("tiny_hf"),
+        [*tiny_hf_overrides(tmp_path, "directory"), "backbone={hf: " + str(tmp_path / "towers") + "}"],
+    )
+    directory_run = finetune(from_directory, progress=False)
+    steps = steps_of(random_run)
+    assert random_run.primary_task == "vtc_t2v" and {"loss/vtc_t2v", "loss/vtm", "loss/mlm"} <= set(steps[0])
+    assert len(steps) == 4 and sum("meta/hypergrad_norm" in row for row in steps) == 1  # 2 optimiser steps
+    assert steps == steps_of(directory_run)
+    assert random_run.test == directory_run.test
+    start = json.loads((directory_run.run_dir / "start.json").read_text())
+    assert start["checkpoint"] == str(tmp_path / "towers") and len(start["sha256"]) == 64
+    assert json.loads((random_run.run_dir / "start.json").read_text()) == {"checkpoint": "tiny-random", "sha256": None}
+
+
+def test_towers_with_a_smaller_vocabulary_than_the_data_are_refused_and_leave_nothing(tmp_path):
+    pytest.importorskip("transformers")
+    from meltr.models.hf import save_hf_backbone, tiny_random_backbone
+
+    save_hf_backbone(tiny_random_backbone(vocab_size=20), tmp_path / "small")
+    config = FinetuneConfig.load(
+        config_path("tiny_hf"), [*tiny_hf_overrides(tmp_path, "runs"), "backbone={hf: " + str(tmp_path / "small") + "}"]
+    )
+    with pytest.raises(ValueError, match=r"the text tower's vocabulary \(20\) is smaller than the data's tokenizer"):
+        finetune(config, progress=False)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))

@@ -5,6 +5,8 @@ linear probe, and the CLI."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import re
 
@@ -172,9 +174,36 @@ def test_the_experiment_runs_every_row_and_writes_the_report(world, tmp_path):
     assert float(table[1]["video_top1_mean"]) == pytest.approx(result.runs[1].metrics["video_top1"], rel=1e-5)
 
 
+def test_a_rerun_in_the_run_directory_reuses_every_recorded_run_bit_for_bit(world, tmp_path, monkeypatch):
+    import meltr.recipes.harmonize as recipe
+    from meltr.training.run_directory import RunDirectory
+
+    config = HarmonizeConfig(**{**TINY, "rows": ("baseline", "cl")})
+    with RunDirectory(tmp_path / "run", "harmonize", dataclasses.asdict(config)) as directory:
+        first = run_harmonize(config, world=world, directory=directory)
+    assert sorted(p.name for p in (tmp_path / "run" / "records").iterdir()) == [
+        "baseline-s0.json", "cl-s0.json", "init-s0.json"
+    ]  # fmt: skip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorded run was run again")
+
+    monkeypatch.setattr(recipe, "pretrain_row", refuse)
+    monkeypatch.setattr(recipe, "evaluate_backbone", refuse)
+    with RunDirectory(tmp_path / "run", "harmonize", dataclasses.asdict(config)) as directory:
+        second = run_harmonize(config, world=world, directory=directory)
+    for a, b in zip(first.runs, second.runs, strict=True):
+        same = json.dumps([a.row, a.seed, a.steps, a.metrics, a.seconds])  # NaN (no gamma) as itself
+        assert same == json.dumps([b.row, b.seed, b.steps, b.metrics, b.seconds])
+        assert (a.samples is None) == (b.samples is None)
+        for key in a.samples or {}:
+            assert a.samples[key].dtype == b.samples[key].dtype and np.array_equal(a.samples[key], b.samples[key])
+
+
 def test_the_cli_refuses_bad_options_before_running(tmp_path, capsys):
     for argv, message in [
-        (["--set", "colour=1"], "cannot change"),
+        (["--set", "colour=1"], "unknown field 'colour'"),
+        (["--model", "dimm=3"], "dimm"),
         (["--batch-size", "1"], r"HarmonizeConfig\.batch_size"),
         (["--model", "dim"], "KEY=VALUE"),
     ]:
@@ -190,7 +219,7 @@ def test_meltr_harmonize_end_to_end(tmp_path, capsys):
     code = main(
         ["harmonize", "--seeds", "0", "1", "--steps", "4", "--batch-size", "8", "--rows", "baseline", "cl", "gr",
          "--set", "n_pretrain=32", "--set", "n_probe=24", "--set", "n_test=24", "--model", "dim=16",
-         "--out", str(out), "--quiet"]
+         "--out", str(out), "--runs", str(tmp_path / "runs"), "--quiet"]
     )  # fmt: skip
     assert code == 0
     text = out.read_text()

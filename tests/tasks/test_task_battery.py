@@ -3,16 +3,18 @@ and trains one step with finite losses and finite metrics, or is refused with an
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from meltr.combine import build_combiner
 from meltr.data import make_world
 from meltr.learner import AuxiliaryLearner
 from meltr.models import BACKBONES, build_backbone
-from meltr.tasks import TASKS, build_task
+from meltr.tasks import TASKS, base, build_task
 
 CASES = [(task, backbone) for task in TASKS.names() for backbone in BACKBONES.names()]
 SUPPORTED = {  # which pairs build; the others must be refused (the battery checks both)
@@ -58,3 +60,37 @@ def test_a_task_builds_trains_one_step_and_scores_finite_metrics_or_is_refused(t
     metrics = model.evaluate(world, "test", 8, **options)
     assert model.metric in metrics
     assert all(math.isfinite(value) for value in metrics.values()), metrics
+
+
+@pytest.mark.parametrize(("task", "backbone"), [(t, b) for t, b in CASES if b in SUPPORTED[t]])
+def test_a_task_shows_progress_while_scoring_and_scores_the_same(task, backbone, world, monkeypatch):
+    bars = []
+
+    class Recorded(tqdm):
+        """The bar evaluate() asks for, shown (to a buffer) even off a terminal when progress is on."""
+
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("disable") is None:  # progress asked for: a bar on a terminal
+                kwargs.update(disable=False, file=io.StringIO())
+                bars.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(base, "tqdm", Recorded)
+    model = build(task, backbone, world)
+    options = {"meteor": False} if task == "captioning" else {}
+    quiet = model.evaluate(world, "test", 4, **options)
+    assert bars == []
+    shown = model.evaluate(world, "test", 4, progress=True, **options)
+    assert shown == quiet
+    assert len(bars) == 1 and bars[0].total and bars[0].n == bars[0].total, [(b.n, b.total) for b in bars]
+
+
+def test_evaluation_mode_restores_the_training_flag_even_on_an_error():
+    module = torch.nn.Dropout(0.5)
+    with pytest.raises(RuntimeError), base.evaluation_mode(module):
+        assert not module.training
+        raise RuntimeError("scoring failed")
+    assert module.training
+    with base.evaluation_mode(module.eval()):
+        pass
+    assert not module.training

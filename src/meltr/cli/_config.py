@@ -8,7 +8,8 @@ checks the result. Defaults live in the dataclass only (an option that is not gi
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,12 +42,32 @@ def add_unsafe_load(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve(cls: type[C], args: argparse.Namespace, options: Mapping[str, Any] | None = None) -> C:
-    """The config of a command: recipe, then the given options (None = not given), then the overrides."""
+def resolve(
+    cls: type[C],
+    args: argparse.Namespace,
+    options: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> C:
+    """The config of a command: recipe, then the given options (None = not given), then ``overrides`` and the
+    command line's ``KEY=VALUE`` overrides.
+
+    An override inside a mapping field (``model.dim=64``) changes that key of the field's value (the recipe's, else
+    the dataclass default's) and keeps the others.
+    """
     path = getattr(args, "config", None)
     values = read_recipe(path) if path is not None else {}
     values.update({k: v for k, v in (options or {}).items() if v is not None})
-    apply_overrides(values, getattr(args, "overrides", []) or [])
+    every = [*overrides, *(getattr(args, "overrides", []) or [])]
+    defaults = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for item in every:
+        head = item.partition("=")[0].strip().split(".")[0]
+        if "." in item.partition("=")[0] and head not in values and head in defaults:
+            default = defaults[head]
+            if default.default_factory is not dataclasses.MISSING:
+                value = default.default_factory()
+                if isinstance(value, dict):
+                    values[head] = dict(value)
+    apply_overrides(values, every)
     return config_from_dict(cls, values, source=str(path) if path is not None else "command line")
 
 

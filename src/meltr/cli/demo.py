@@ -95,9 +95,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--all-estimators", action="store_true", help="--toy: MELTR with every estimator")
     parser.add_argument(
-        "--recipe", default=RECIPE, help="the retrieval config: a shipped name or a YAML file (default: %(default)s)"
+        "--config",
+        "--recipe",
+        dest="config",
+        default=RECIPE,
+        help="the retrieval recipe: a shipped name or a YAML file (default: %(default)s)",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe fields, e.g. epochs=1")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved recipe of every method (first seed, the method's learning rate) and exit",
+    )
     parser.set_defaults(func=run)
 
 
@@ -105,7 +114,37 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "seeds") + (("tune_seeds",) if args.tune_seeds is not None else ()):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.print_config:
+        return print_configs(args)
     return run_toy(args) if args.toy else run_retrieval(args)
+
+
+def method_config(args: argparse.Namespace, method: str, seed: int, lr: float | None = None):
+    """The recipe of one method's run: the demo recipe, ``args``'s overrides, the seed, the method, the lr."""
+    from meltr.recipes import config_path
+    from meltr.recipes.finetune import FinetuneConfig
+
+    recipe = config_path(args.config)
+    base = [*args.overrides, f"world.seed={seed}", f"seed={seed}"]
+    if lr is None:
+        lr = LEARNING_RATES.get(method, FinetuneConfig.load(recipe, base).lr)
+    return FinetuneConfig.load(recipe, [*base, *METHODS[method], f"lr={lr}", f"name=demo-{method}-lr{lr:g}-s{seed}"])
+
+
+def print_configs(args: argparse.Namespace) -> int:
+    import yaml
+
+    from meltr.config import as_yaml
+
+    if args.toy:
+        toy = {"toy": True, "steps": args.steps, "seed": args.seed, "all_estimators": args.all_estimators}
+        print(yaml.safe_dump(toy, sort_keys=False), end="")
+        return 0
+    for method in args.methods:
+        print(f"# method {method}, seed {args.seed}")
+        print(as_yaml(method_config(args, method, args.seed)), end="")
+        print("---")
+    return 0
 
 
 def _stats(values: list[float]) -> str:
@@ -128,7 +167,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
     results: dict[str, dict[int, dict]] = {"zero_shot": {}}
     tuning: dict[str, dict[float, list[float]]] = {}
     log = logging.getLogger("meltr.demo")
-    recipe = config_path(args.recipe)
+    recipe = config_path(args.config)
     for seed in seeds:
         world_seed = [f"world.seed={seed}", f"seed={seed}"]
         base = FinetuneConfig.load(recipe, [*args.overrides, *world_seed])
@@ -142,16 +181,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
                 grid = [best_choice(tuning[method])]
             runs = {}
             for lr in grid:
-                config = FinetuneConfig.load(
-                    recipe,
-                    [
-                        *args.overrides,
-                        *world_seed,
-                        *METHODS[method],
-                        f"lr={lr}",
-                        f"name=demo-{method}-lr{lr:g}-s{seed}",
-                    ],
-                )
+                config = method_config(args, method, seed, lr)
                 result = finetune(config, world=world)
                 if tuned:
                     tuning.setdefault(method, {}).setdefault(lr, []).append(validation_score(result.run_dir))

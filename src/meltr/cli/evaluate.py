@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
     add_unsafe_load(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = {f"n_{name}": config.clips if name == config.split else 0 for name in SPLITS}
     world = make_world(WorldConfig(seed=config.seed, **sizes), progress=not args.quiet)
     model = build_task("retrieval", backbone, config.backbone)
-    scores = model.evaluate(world, config.split, config.batch_size)
+    scores = model.evaluate(world, config.split, config.batch_size, progress=not args.quiet)
     chance = {"t2v/R@1": 100 / config.clips, "t2v/MdR": (config.clips + 1) / 2}
     return _emit({**vars(config), "zero_shot": scores, "chance": chance}, args.out)
 
@@ -109,8 +109,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     config = FinetuneConfig.load(config_path(args.config), args.overrides)
     if args.print_config:
         return print_config(config)
-    world = build_world(config)
-    scores = zero_shot(config, world, unsafe=args.unsafe_load)
+    world = build_world(config, progress=not args.quiet)
+    scores = zero_shot(config, world, unsafe=args.unsafe_load, progress=not args.quiet)
     clips = len(world.splits["test"])
     summary = {"recipe": str(args.config), "overrides": args.overrides, "task": config.task, "clips": clips}
     summary["zero_shot"] = scores

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="the run directory (sets out_root and name; default: out_root/name)"
     )
     add_unsafe_load(parser)
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log every step and epoch as TensorBoard scalars in RUN_DIR/tensorboard "
+        "(pip install 'meltr[tensorboard]')",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -41,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     config = FinetuneConfig.load(config_path(args.config), [*args.overrides, *where])
     if args.print_config:
         return print_config(config)
-    result = finetune(config, progress=not args.quiet, unsafe=args.unsafe_load)
+    loggers = ()
+    if args.tensorboard:
+        from meltr.training.loggers import TensorBoardLogger
+
+        loggers = (TensorBoardLogger(config.run_dir / "tensorboard"),)
+    result = finetune(config, progress=not args.quiet, unsafe=args.unsafe_load, loggers=loggers)
     print(
         json.dumps(
             {

@@ -3,7 +3,9 @@ losses.
 
 ``meltr pretrain --backbone univl --size tiny --steps 200 --out runs/pretrain-univl`` writes
 ``runs/pretrain-univl/backbone.pt`` (read it with :func:`meltr.training.backbones.load_pretrained`) and
-``history.json`` (the logged losses). ``--set dim=128`` changes a field of the backbone's config,
+``history.json`` (the logged losses) into a claimed run directory
+(:class:`~meltr.training.run_directory.RunDirectory`: one run at a time, another recipe's directory refused, an
+interrupted run resumed from ``checkpoint.pt``). ``--set dim=128`` changes a field of the backbone's config,
 ``--world n_pretrain=500`` a field of the world's config. ``--config X.yaml`` reads the fields of
 :class:`~meltr.recipes.pretrain.PretrainConfig` from a file and ``KEY=VALUE`` overrides them; the options above
 override the file, and their defaults are the dataclass's.
@@ -22,6 +24,7 @@ from pathlib import Path
 from meltr.cli._config import add_config_arguments, add_unsafe_load, print_config, resolve
 from meltr.config import parse_assignments
 from meltr.models import BACKBONES, SIZES
+from meltr.training.run_directory import RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train on these pretext losses only (default: all); the others are still logged, e.g. --tasks vtm",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain"), help="directory to write into")
-    parser.add_argument(
-        "--set",
-        dest="backbone_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a field of the backbone's config (repeatable), e.g. --set dim=128",
-    )
-    parser.add_argument(
-        "--world",
-        dest="world",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a field of the world's config (repeatable), e.g. --world n_pretrain=500",
-    )
+    for flag, dest, what in (
+        ("--set", "backbone_options", "the backbone's config (repeatable), e.g. --set dim=128"),
+        ("--world", "world", "the world's config (repeatable), e.g. --world n_pretrain=500"),
+    ):
+        parser.add_argument(
+            flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=f"change a field of {what}"
+        )
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="save the training state every N steps (resumed on rerun)"
     )
@@ -100,31 +94,35 @@ def run(args: argparse.Namespace) -> int:
             f"--world n_pretrain={world_config.n_pretrain} is smaller than --batch-size {config.batch_size}; "
             "raise one or lower the other"
         )
-    logger.info("generating the world (%d pretrain clips)...", world_config.n_pretrain)
-    world = make_world(world_config, progress=True)
-    result = pretrain(
-        config,
-        world,
-        checkpoint=args.out / "checkpoint.pt",
-        checkpoint_every=args.checkpoint_every,
-        progress=True,
-        unsafe=args.unsafe_load,
-    )
     recipe = dataclasses.asdict(config)
-    path = save_pretrained(
-        args.out / "backbone.pt",
-        result.model,
-        config.backbone,
-        size=config.size,
-        recipe=recipe,
-        world=dataclasses.asdict(world_config),
-        command="meltr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-    )
-    (args.out / "history.json").write_text(json.dumps(result.history, indent=1))
-    if result.history:
-        from meltr.analysis.plots import plot_history
+    claim = {"pretrain": recipe, "world": dataclasses.asdict(world_config)}
+    # One run per directory: a second process, or another recipe's directory, is refused before any work;
+    # checkpoint.pt is the state a rerun resumes from.
+    with RunDirectory(args.out, "pretrain", claim, resumable="checkpoint.pt") as directory:
+        logger.info("generating the world (%d pretrain clips)...", world_config.n_pretrain)
+        world = make_world(world_config, progress=True)
+        result = pretrain(
+            config,
+            world,
+            checkpoint=directory.file("checkpoint.pt"),
+            checkpoint_every=args.checkpoint_every,
+            progress=True,
+            unsafe=args.unsafe_load,
+        )
+        path = save_pretrained(
+            directory.file("backbone.pt"),
+            result.model,
+            config.backbone,
+            size=config.size,
+            recipe=recipe,
+            world=dataclasses.asdict(world_config),
+            command="meltr " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        )
+        directory.write_json("history.json", result.history)
+        if result.history:
+            from meltr.analysis.plots import plot_history
 
-        plot_history(result.history, args.out / "history.png", f"Pre-training {config.backbone} ({config.size})")
+            plot_history(result.history, args.out / "history.png", f"Pre-training {config.backbone} ({config.size})")
     logger.info("wrote %s and %s", path, args.out / "history.json")
     print(json.dumps({"backbone": str(path), "history": str(args.out / "history.json")}, indent=1))
     return 0

@@ -2,7 +2,9 @@
 
     meltr reproduce 7                      # Table 7: manual schemes (A)-(E) vs MELTR, 3 seeds
     meltr reproduce 1 --seeds 0 1 2 3 4    # more seeds
-    meltr reproduce 2 --set epochs=3       # change the miniature recipe for every run of the table
+    meltr reproduce 2 epochs=3             # change the miniature recipe for every run of the table (--set: the same)
+    meltr reproduce 2 --config my.yaml     # start every run from another fine-tuning recipe
+    meltr reproduce 7 --print-config       # the resolved recipe of every row (first seed)
     meltr reproduce 1 --lrs 1e-4 3e-4 --tune-seeds 1   # each row's learning rate chosen on seed 0's validation
     meltr reproduce --list                 # what each table covers
 
@@ -26,8 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("table", nargs="?", help="table number, 1-7")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="the fine-tuning recipe every run starts from: a shipped name or a YAML file (default: "
+        "reproduce/miniature)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="change a field of the recipe for every run, e.g. epochs=3"
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE", help="recipe changes")
+    parser.add_argument(
+        "--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE", help="the same as KEY=VALUE"
+    )
     parser.add_argument(
         "--runs", type=Path, default=Path("runs/reproduce"), help="run directories (default: %(default)s)"
     )
@@ -51,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meltr.recipes.reproduce import get_table, run_table, write
+    from meltr.config import as_yaml, read_recipe
+    from meltr.recipes import config_path
+    from meltr.recipes.reproduce import MINIATURE, MINIATURE_CONFIG, get_table, run_config, run_table, write
 
     if args.list:
         for number in range(1, 8):
@@ -60,15 +76,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"{number}: {table.title}\n   rows: {rows}")
         return 0
     if args.table is None:
-        print("meltr reproduce: give a table number (1-7) or --list", file=sys.stderr)
-        return 2
+        raise ValueError("give a table number (1-7) or --list")
+    table = get_table(args.table)
+    recipe = MINIATURE if args.config is None else read_recipe(config_path(args.config))
+    settings = [*args.settings, *args.overrides]
+    if not args.seeds:
+        raise ValueError("--seeds: give at least one seed")
+    if args.print_config:
+        for row in table.rows:
+            config = run_config(table, row, args.seeds[0], args.runs, settings, recipe=recipe)
+            print(f"# table {table.number}, row {row.label!r}, seed {args.seeds[0]}")
+            print(as_yaml(config), end="")
+            print("---")
+        return 0
     command = "meltr reproduce " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
-    try:
-        outcome = run_table(args.table, args.seeds, args.runs, args.settings, lrs=args.lrs, tune_seeds=args.tune_seeds)
-        markdown, csv_path = write(outcome, args.out or args.runs, command=command)
-    except ValueError as error:
-        print(f"meltr reproduce: {error}", file=sys.stderr)
-        return 2
+    outcome = run_table(
+        args.table, args.seeds, args.runs, settings, lrs=args.lrs, tune_seeds=args.tune_seeds, recipe=recipe
+    )
+    name = MINIATURE_CONFIG if args.config is None else str(args.config)
+    markdown, csv_path = write(outcome, args.out or args.runs, command=command, recipe_name=name)
     print(markdown.read_text())
     print(f"written: {markdown}, {csv_path}")
     return 0

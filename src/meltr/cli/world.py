@@ -5,6 +5,9 @@
 
 ``meltr world export --format msrvtt|youcook2|tgifqa|msvdqa|mosi --out DIR`` writes the world's train / meta /
 test splits in a benchmark's own layout (docs/data.md), to be read back with ``meltr.data.formats.read_dataset``.
+
+Both take ``--config X.yaml`` (fields of :class:`~meltr.data.WorldConfig`), ``KEY=VALUE`` overrides and
+``--print-config``; their options set the fields of the same name.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from tqdm import tqdm
+
+from meltr.cli._config import add_config_arguments, print_config, resolve
 from meltr.data.config import SPLITS, WorldConfig
 
 EXPORT_FORMATS = ("msrvtt", "youcook2", "tgifqa", "msvdqa", "mosi")
@@ -38,15 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("world_preview.png"), help="PNG file to write, or a folder to write it in"
     )
     preview.add_argument("--n", type=int, default=6, help="number of clips (rows)")
-    preview.add_argument("--seed", type=int, default=0, help="seed of the world")
+    preview.add_argument("--seed", type=int, default=None, help="seed of the world (default: 0)")
     preview.add_argument(
         "--split",
         choices=SPLITS,
         default="test",
         help="split whose first clips are shown (the same clips as in a full world)",
     )
-    preview.add_argument("--n-frames", type=int, default=WorldConfig.n_frames, help="frames per clip")
-    preview.add_argument("--image-size", type=int, default=WorldConfig.image_size, help="frame size in pixels")
+    preview.add_argument(
+        "--n-frames", type=int, default=None, help=f"frames per clip (default: {WorldConfig.n_frames})"
+    )
+    preview.add_argument(
+        "--image-size", type=int, default=None, help=f"frame size in pixels (default: {WorldConfig.image_size})"
+    )
+    add_config_arguments(preview, "background_texture=0.5")
     preview.set_defaults(func=run_preview)
 
     export = commands.add_parser(
@@ -58,12 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the benchmark layout")
     export.add_argument("--out", type=Path, required=True, help="folder to write (created)")
-    export.add_argument("--seed", type=int, default=0, help="seed of the world")
-    export.add_argument("--n-train", type=int, default=WorldConfig.n_train, help="clips of the train split")
-    export.add_argument("--n-meta", type=int, default=WorldConfig.n_meta, help="clips of the meta split")
-    export.add_argument("--n-test", type=int, default=WorldConfig.n_test, help="clips of the test split")
-    export.add_argument("--n-frames", type=int, default=WorldConfig.n_frames, help="frames per clip")
-    export.add_argument("--image-size", type=int, default=WorldConfig.image_size, help="frame size in pixels")
+    export.add_argument("--seed", type=int, default=None, help="seed of the world (default: 0)")
+    for name, what in (("n_train", "clips of the train split"), ("n_meta", "clips of the meta split"),
+                       ("n_test", "clips of the test split"), ("n_frames", "frames per clip"),
+                       ("image_size", "frame size in pixels")):  # fmt: skip
+        default = getattr(WorldConfig, name)
+        export.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"{what} (default: {default})")
+    add_config_arguments(export, "pixel_noise=0.1")
     export.add_argument(
         "--codec",
         choices=("lossless", "yuv420p"),
@@ -84,12 +96,12 @@ def run_preview(args: argparse.Namespace) -> int:
         # a folder (existing, or a name without a suffix) gets the default file name inside it
         args.out = args.out / "world_preview.png"
     sizes = {f"n_{name}": (args.n if name == args.split else 0) for name in SPLITS}
-    try:
-        config = WorldConfig(seed=args.seed, n_frames=args.n_frames, image_size=args.image_size, **sizes)
-    except (TypeError, ValueError) as error:
-        raise ValueError(str(error)) from None
+    options = {"seed": args.seed, "n_frames": args.n_frames, "image_size": args.image_size, **sizes}
+    config = resolve(WorldConfig, args, options)
+    if args.print_config:
+        return print_config(config)
     path = write_preview(config, args.split, args.out)
-    print(f"wrote {path} ({args.n} clips of the {args.split} split, seed {args.seed})")
+    print(f"wrote {path} ({args.n} clips of the {args.split} split, seed {config.seed})")
     return 0
 
 
@@ -98,22 +110,14 @@ def run_export(args: argparse.Namespace) -> int:
     from meltr.data.formats import export_world
     from meltr.data.world import make_world
 
-    try:
-        config = WorldConfig(
-            seed=args.seed,
-            n_pretrain=0,
-            n_train=args.n_train,
-            n_meta=args.n_meta,
-            n_test=args.n_test,
-            n_frames=args.n_frames,
-            image_size=args.image_size,
-        )
-    except ValueError as error:
-        raise ValueError(f"export: {error}") from None
-    world = make_world(config)
+    names = ("seed", "n_train", "n_meta", "n_test", "n_frames", "image_size")
+    config = resolve(WorldConfig, args, {"n_pretrain": 0, **{name: getattr(args, name) for name in names}})
+    if args.print_config:
+        return print_config(config)
+    world = make_world(config, progress=True)
     export_world(world, args.format, args.out, lossless=args.codec == "lossless", features=args.features)
     sizes = ", ".join(f"{name} {len(world[name])}" for name in ("train", "meta", "test"))
-    print(f"wrote the world (seed {args.seed}: {sizes} clips) as {args.format} under {args.out}")
+    print(f"wrote the world (seed {config.seed}: {sizes} clips) as {args.format} under {args.out}")
     return 0
 
 
@@ -141,7 +145,9 @@ def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
     n, frames = len(clips), config.n_frames
     cell = 1.1
     fig, axes = plt.subplots(n, frames, figsize=(cell * frames, (cell + 0.55) * n), squeeze=False)
+    bar = tqdm(total=n + 1, desc="drawing the preview", unit="clip", disable=None, leave=False)
     for i in range(n):
+        bar.update(1)
         video = clips.video[i].transpose(0, 2, 3, 1)  # [F, H, W, 3]
         for f in range(frames):
             ax = axes[i, f]
@@ -173,4 +179,6 @@ def write_preview(config: WorldConfig, split: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    bar.update(1)  # the last step is writing the file
+    bar.close()
     return out

@@ -11,7 +11,11 @@ Three ways to get it:
   graph, the official three-call computation, kept as the reference;
 - ``jvp``: ``c = d/de l(w + e v)`` by one forward-mode pass, then a double backward through the tiny combiner only;
 - ``finite_difference``: ``c ~ (l(w + e v) - l(w - e v)) / 2e`` by two no-grad forwards with
-  ``||e v|| = fd_scale * ||w||``.
+  ``||e v|| = fd_scale * ||w||``;
+- ``forward_difference``: ``c ~ (l(w + e v) - l(w)) / e``, one-sided: one no-grad forward when ``l(w)`` on the
+  train-side batch is already known (:meth:`MetaProblem.losses_at_w`: the inner step's forward, or a forward the
+  meta step made anyway), two otherwise. Its truncation error is ``O(e)`` instead of ``O(e^2)``: not exact, its
+  error against float64 is in docs/hypergrad-benchmark.md.
 
 For per-sample losses ``[B, T]`` the same holds with one ``c_{bt}`` per sample and task.
 """
@@ -30,6 +34,8 @@ from meltr.hypergrad.linalg import Params, grad_or_zeros
 MetaProblem = Any  # a meltr.hypergrad.MetaProblem (which holds its backend, so this module cannot import it)
 Backend = Callable[[MetaProblem, Params, "Params | None"], Params]
 BACKENDS: Registry[Backend] = Registry("hypergradient backend")
+DEFAULT_FD_SCALE = 1e-5  # central differences: the most accurate step on the UniVL-style backbone in float32
+DEFAULT_FORWARD_FD_SCALE = 1e-6  # one-sided differences: their O(e) truncation wants a smaller step
 
 
 @BACKENDS.register("double_backward")
@@ -67,6 +73,18 @@ def jvp(problem: MetaProblem, vector: Params, aux_grad: Params | None = None) ->
     return _combiner_contraction(problem, losses, directional)
 
 
+def _step(problem: MetaProblem, vector: Params, fd_scale: float | None, default: float) -> float:
+    """``e`` with ``||e v|| = fd_scale * max(||w||, 1)`` (``fd_scale``, else ``problem.fd_scale``, else
+    ``default``); 0 for ``v = 0``."""
+    scale = fd_scale if fd_scale is not None else getattr(problem, "fd_scale", None)
+    scale = default if scale is None else scale
+    weights = torch.sqrt(sum((p.detach().double() ** 2).sum() for p in problem.params))
+    direction = torch.sqrt(sum((v.detach().double() ** 2).sum() for v in vector))
+    if float(direction) == 0.0:
+        return 0.0
+    return float(scale * max(float(weights), 1.0) / float(direction))
+
+
 @BACKENDS.register("finite_difference")
 def finite_difference(
     problem: MetaProblem, vector: Params, aux_grad: Params | None = None, fd_scale: float | None = None
@@ -78,12 +96,9 @@ def finite_difference(
     most accurate step on the UniVL-style backbone in float32, docs/hypergrad-benchmark.md).
     """
     del aux_grad
-    scale = getattr(problem, "fd_scale", 1e-5) if fd_scale is None else fd_scale
-    weights = torch.sqrt(sum((p.detach().double() ** 2).sum() for p in problem.params))
-    direction = torch.sqrt(sum((v.detach().double() ** 2).sum() for v in vector))
-    if float(direction) == 0.0:
+    eps = _step(problem, vector, fd_scale, default=DEFAULT_FD_SCALE)
+    if eps == 0.0:
         return [torch.zeros_like(p) for p in problem.meta_params]
-    eps = float(scale * max(float(weights), 1.0) / float(direction))
     with torch.no_grad():
         plus = problem.task_losses(
             problem.train_batch, [p + eps * v for p, v in zip(problem.params, vector, strict=True)]
@@ -93,3 +108,27 @@ def finite_difference(
         )
     directional = (plus - minus) / (2 * eps)
     return _combiner_contraction(problem, (plus + minus) / 2, directional)
+
+
+@BACKENDS.register("forward_difference")
+def forward_difference(
+    problem: MetaProblem, vector: Params, aux_grad: Params | None = None, fd_scale: float | None = None
+) -> Params:
+    """One-sided differences ``c ~ (l(w + e v) - l(w)) / e`` of the loss vector along ``v``, then the combiner's part.
+
+    ``dM/dl`` is taken at ``l(w)`` itself (the central backend takes it at the midpoint). ``l(w)`` comes from
+    ``problem.losses_at_w(train_batch)``: free when the meta step already has it, one no-grad forward otherwise.
+    The step is ``||e v|| = fd_scale * ||w||`` with a default of ``1e-6``, ten times smaller than the central
+    backend's: the error is ``O(e)`` truncation plus float32 rounding of the losses divided by ``e``, and these
+    losses bend sharply (on the tiny UniVL backbone in float32 the error is 3e-2 at 1e-5, 3e-3 at 1e-6).
+    """
+    del aux_grad
+    eps = _step(problem, vector, fd_scale, default=DEFAULT_FORWARD_FD_SCALE)
+    if eps == 0.0:
+        return [torch.zeros_like(p) for p in problem.meta_params]
+    base = problem.losses_at_w(problem.train_batch)
+    with torch.no_grad():
+        plus = problem.task_losses(
+            problem.train_batch, [p + eps * v for p, v in zip(problem.params, vector, strict=True)]
+        )
+    return _combiner_contraction(problem, base, (plus - base.to(plus.dtype)) / eps)

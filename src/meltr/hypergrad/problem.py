@@ -25,13 +25,12 @@ from torch.func import functional_call
 from meltr.batches import MicroBatches
 from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, stack_task_losses
-from meltr.hypergrad.backends import Backend, jvp
+from meltr.hypergrad.backends import DEFAULT_FD_SCALE, DEFAULT_FORWARD_FD_SCALE, Backend, jvp
 from meltr.hypergrad.linalg import Params, dot, grad_or_zeros
 
 # The defaults of a meta step, shared by MetaProblem and AuxiliaryLearner (one place each).
 DEFAULT_REG_WEIGHT = 0.1
 DEFAULT_LOOKAHEAD_LR = 1e-3  # torch's Adam / AdamW default lr; the learner passes its optimiser's lr
-DEFAULT_FD_SCALE = 1e-5
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
@@ -73,9 +72,14 @@ class MetaProblem:
         sample_train_batch: draws a fresh train-side batch (StocBiO's Hessian-vector products).
         reduce: averages a list of tensors over processes (identity in a single process).
         lookahead_lr: step size of the inner optimiser, used by the unrolled (ITD) estimator.
-        fd_scale: relative step ``||e v|| / ||w||`` of the finite-difference backend.
+        fd_scale: relative step ``||e v|| / ||w||`` of the finite-difference backends; ``None``: each backend's
+            default (``DEFAULT_FD_SCALE`` central, ``DEFAULT_FORWARD_FD_SCALE`` one-sided).
         reg_batch: the batch ``L_reg`` is evaluated on: ``"meta"`` (with ``l_0``) or ``"train"`` (the train-side
             batch, as the official code does; it costs one more forward and backward when ``reg_weight > 0``).
+        known_losses: ``{id(batch): l(w; batch)}``, task losses at the current ``w`` that a caller already computed
+            (the inner step's forward); :meth:`losses_at_w` returns them instead of running a forward.
+        rng_states: ``{id(batch): CPU generator state}``: the passes over such a batch replay that state (the one
+            its known losses were drawn with) instead of a seed of this meta step, so that they see the same masks.
     """
 
     model: nn.Module
@@ -89,8 +93,10 @@ class MetaProblem:
     sample_train_batch: Callable[[], Any] | None = None
     reduce: Reduce = _no_reduce
     lookahead_lr: float = DEFAULT_LOOKAHEAD_LR
-    fd_scale: float = DEFAULT_FD_SCALE
+    fd_scale: float | None = None
     reg_batch: str = "meta"
+    known_losses: dict[int, Tensor] = field(default_factory=dict)
+    rng_states: dict[int, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -132,15 +138,31 @@ class MetaProblem:
         """The stacked task losses ``l(w; batch)`` in the combiner's order, optionally at other values of ``w``."""
         if isinstance(batch, MicroBatches):  # the micro-batches of one accumulated optimiser step
             return concat_task_losses([self.task_losses(part, params) for part in batch])
-        seed = self.seed_of(batch)
+        state = self.rng_states.get(id(batch))
+        seed = self.seed_of(batch) if state is None else 0
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            if state is None:
+                torch.manual_seed(seed)
+            else:
+                torch.set_rng_state(state)
             if params is None:
                 out = self.model(batch)
             else:
                 replaced = {name: value for names, value in zip(self._aliases, params, strict=True) for name in names}
                 out = functional_call(self.model, replaced, (batch,), tie_weights=False)
-        return stack_task_losses(out, self.combiner.tasks)
+        losses = stack_task_losses(out, self.combiner.tasks)
+        if params is None:
+            self.known_losses[id(batch)] = losses.detach()
+        return losses
+
+    def losses_at_w(self, batch: Any) -> Tensor:
+        """``l(w; batch)`` without a graph: the known value (a forward already made at this ``w`` with these masks),
+        else one no-grad forward."""
+        known = self.known_losses.get(id(batch))
+        if known is not None:
+            return known
+        with torch.no_grad():
+            return self.task_losses(batch)
 
     def aux_gradient(self, batch: Any | None = None, create_graph: bool = True) -> Params:
         """``grad_w L_aux`` on the train-side batch (or ``batch``), with its graph for second-order use."""
@@ -183,4 +205,13 @@ class MetaProblem:
         return self.reduce(self.backend(self, vector, aux_grad))
 
 
-__all__ = ["MetaProblem", "Params", "dot", "grad_or_zeros", "primary_objective", "regulariser"]
+__all__ = [
+    "DEFAULT_FD_SCALE",
+    "DEFAULT_FORWARD_FD_SCALE",
+    "MetaProblem",
+    "Params",
+    "dot",
+    "grad_or_zeros",
+    "primary_objective",
+    "regulariser",
+]

@@ -9,11 +9,16 @@ identity estimator (Eq. 11) becomes
 the full estimate with the primary gradient zeroed outside ``S``. It is cheaper (the backward and forward-mode passes
 stop at the earliest scoped layer) and biased: it ignores how the combiner moves every weight outside ``S``.
 :func:`last_blocks` builds the usual scope, the last blocks of every transformer stack of a backbone.
+
+Scopes by name (:func:`resolve_scope`, what a recipe's ``hypergrad_scope`` field holds): ``last_blocks(N)`` (the last
+``N`` blocks of every stack, their final norms and the heads), ``head`` (the prediction heads only), or any
+``fnmatch`` pattern of parameter names; a list mixes them, a single string is one entry.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -95,4 +100,57 @@ def last_blocks(
     return patterns
 
 
-__all__ = ["DEFAULT_HEADS", "last_blocks", "transformer_stacks"]
+_LAST_BLOCKS = re.compile(r"last_blocks\((\d+)\)")
+HEAD_NAMES = ("head", "heads")
+
+
+def scope_entries(scope: str | Sequence[str] | None) -> list[str] | None:
+    """``scope`` as a list of entries, each checked without a model: a named scope with a malformed argument
+    (``last_blocks(0)``, ``last_blocks(x)``) is an error here, before any training starts.
+
+    Raises:
+        ValueError: naming the bad entry and the accepted forms.
+    """
+    if scope is None:
+        return None
+    entries = [scope] if isinstance(scope, str) else list(scope)
+    for entry in entries:
+        if not isinstance(entry, str) or not entry:
+            raise ValueError(f"hypergrad_scope entries are non-empty strings, got {entry!r}")
+        if entry.startswith("last_blocks"):
+            match = _LAST_BLOCKS.fullmatch(entry.replace(" ", ""))
+            if match is None or int(match.group(1)) < 1:
+                raise ValueError(
+                    f"hypergrad_scope entry {entry!r}: write last_blocks(N) with N >= 1 (e.g. last_blocks(1)), "
+                    "head, or fnmatch patterns of parameter names"
+                )
+    return entries
+
+
+def resolve_scope(model: nn.Module, scope: str | Sequence[str] | None) -> list[str] | None:
+    """The ``fnmatch`` patterns of a scope given by name, for ``model``'s own stacks and heads.
+
+    ``last_blocks(N)`` becomes :func:`last_blocks(model, N) <last_blocks>`; ``head`` (or ``heads``) becomes
+    :data:`DEFAULT_HEADS`; every other entry is a pattern and stays as it is. ``None`` (every parameter) stays
+    ``None``.
+
+    Raises:
+        ValueError: a malformed entry (see :func:`scope_entries`), or a named scope ``model`` does not have.
+    """
+    entries = scope_entries(scope)
+    if entries is None:
+        return None
+    patterns: list[str] = []
+    for entry in entries:
+        match = _LAST_BLOCKS.fullmatch(entry.replace(" ", ""))
+        if match is not None:
+            resolved = last_blocks(model, int(match.group(1)))
+        elif entry in HEAD_NAMES:
+            resolved = list(DEFAULT_HEADS)
+        else:
+            resolved = [entry]
+        patterns += [p for p in resolved if p not in patterns]
+    return patterns
+
+
+__all__ = ["DEFAULT_HEADS", "last_blocks", "resolve_scope", "scope_entries", "transformer_stacks"]

@@ -399,6 +399,21 @@ def build_hf_backbone(
         FileNotFoundError: a directory is missing or holds no ``config.json``.
         TypeError: an option names no field of :class:`HFConfig`.
     """
+    towers, config = load_towers(directory, text=text, video=video, clip=clip, xclip=xclip, **options)
+    return HFVideoText(**towers, config=config)
+
+
+def load_towers(
+    directory: str | Path | None = None,
+    *,
+    text: str | Path | None = None,
+    video: str | Path | None = None,
+    clip: str | Path | None = None,
+    xclip: str | Path | None = None,
+    **options: Any,
+) -> tuple[dict[str, nn.Module], HFConfig]:
+    """The towers of :func:`build_hf_backbone` (keyed as :class:`HFVideoText` takes them) and its
+    :class:`HFConfig`, without the heads: a caller builds those from its own random stream."""
     towers = {"text": text, "video": video, "clip": clip, "xclip": xclip}
     if directory is not None:
         root = Path(directory)
@@ -417,14 +432,8 @@ def build_hf_backbone(
     if text_dir is not None:
         for key, value in tokenizer_ids(text_dir).items():
             options.setdefault(key, value)
-    models = {name: load_pretrained(path) for name, path in towers.items() if path is not None}
-    return HFVideoText(
-        models.get("text"),
-        models.get("video"),
-        clip=models.get("clip"),
-        xclip=models.get("xclip"),
-        config=HFConfig(**options),
-    )
+    config = HFConfig(**options)
+    return {name: load_pretrained(path) for name, path in towers.items() if path is not None}, config
 
 
 def save_hf_backbone(model: HFVideoText, directory: str | Path) -> Path:
@@ -502,17 +511,29 @@ def tiny_random_backbone(
     """An :class:`HFVideoText` over :func:`tiny_random_towers` with small heads (``dim=32``), for the world's tiny
     recipe, the examples and tests; ``options`` are fields of :class:`HFConfig`."""
     towers = tiny_random_towers(kind, vocab_size, image_size, frames, seed=seed)
-    settings = {"dim": 32, "ff_dim": 64, "num_heads": 2, "mlm": kind.startswith("bert"), **options}
-    return HFVideoText(**towers, config=HFConfig(**settings))
+    return HFVideoText(**towers, config=HFConfig(**tiny_heads(kind, options)))
+
+
+TINY_KINDS: tuple[str, ...] = ("bert+clip", "bert+videomae", "clip", "xclip")
+"""The tower pairs :func:`tiny_random_towers` builds."""
+
+
+def tiny_heads(kind: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The :class:`HFConfig` fields of tiny random towers: small heads (``dim=32``), MLM when the text tower is
+    bidirectional (BERT), updated with ``options``."""
+    return {"dim": 32, "ff_dim": 64, "num_heads": 2, "mlm": kind.startswith("bert"), **dict(options or {})}
 
 
 __all__ = [
     "OPTIONS_FILE",
+    "TINY_KINDS",
     "HFConfig",
     "HFVideoText",
     "build_hf_backbone",
     "load_pretrained",
+    "load_towers",
     "save_hf_backbone",
+    "tiny_heads",
     "tiny_random_backbone",
     "tiny_random_towers",
     "tokenizer_ids",

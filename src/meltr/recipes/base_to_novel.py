@@ -48,6 +48,7 @@ from meltr.adapters.msta import MSTAConfig, inject_msta
 from meltr.config import help_field
 from meltr.data.lexicon import EVENT_CLASSES
 from meltr.tasks.prompts import PromptClassification, prompt_accuracy
+from meltr.training.run_directory import RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -520,12 +521,16 @@ def run_base_to_novel(
     config: BaseToNovelConfig | None = None,
     *,
     progress: bool = False,
+    directory: RunDirectory | None = None,
 ) -> BaseToNovelResult:
     """Run every method of ``config`` under every seed (see the module docstring) and gather the table.
 
     Args:
         config: the experiment (default :class:`BaseToNovelConfig`).
         progress: show a tqdm bar over all training steps.
+        directory: a claimed run directory: each finished (method, seed) is recorded in it as it ends, and a rerun
+            reads the recorded ones back instead of training them again (each draws only from its own seed, so the
+            table is the same).
     """
     from meltr.data import make_world
 
@@ -547,7 +552,14 @@ def run_base_to_novel(
             runs = []
             for seed in config.seeds:
                 bar.set_description(f"{name} seed {seed}")
-                run = run_method(name, seed, config, world, pretrained, test, bar.update)
+                recorded = directory.recorded(f"{name}-s{seed}") if directory is not None else None
+                if recorded is not None:
+                    run = SeedResult(**recorded)
+                    bar.update(config.steps if METHODS[name].adapter != "none" else 0)
+                else:
+                    run = run_method(name, seed, config, world, pretrained, test, bar.update)
+                    if directory is not None:
+                        directory.record(f"{name}-s{seed}", dataclasses.asdict(run))
                 runs.append(run)
                 logger.info(
                     f"{METHODS[name].label:<34} seed {seed}: base {run.base_accuracy:5.1f}  novel "

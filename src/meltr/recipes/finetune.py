@@ -9,31 +9,44 @@ nothing behind).
 A run directory holds everything a run produced and everything needed to resume it:
 
 - ``run.json``: the recipe (``finetune``), the primary task, the task list and the validation metric;
-- ``config.yaml``: the resolved recipe; ``start.json``: the checkpoint file it started from and its SHA-256;
-- ``steps.csv`` / ``steps.json``: one row per step (each task's loss, the combined loss, sensitivities, meta-step
-  statistics); ``epochs.csv`` / ``epochs.json``: one row per epoch (mean training losses, validation metrics);
+- ``config.yaml``: the resolved recipe; ``start.json``: the checkpoint file (or transformers backbone directory) it
+  started from and its SHA-256;
+- ``steps.csv`` / ``steps.json``: one row per micro-batch (each task's loss, the combined loss, sensitivities, the
+  learning rate it ran at, meta-step statistics); ``epochs.csv`` / ``epochs.json``: one row per epoch (mean
+  training losses, validation metrics);
 - ``last.pt``: the full training state at the end of the last finished epoch (a rerun resumes from it);
 - ``best.pt``: the model and combiner of the epoch with the best validation metric;
 - ``results.json``: the test metrics of the best checkpoint (``test``) and of the last epoch (``test_last``), the
   primary task and the wall time;
 - ``plots/curves.png``, ``plots/sensitivity.png``.
+
+The training loop's options: ``device`` (cpu / cuda / auto), ``precision`` (32 / bf16 / fp16: autocast of the
+backbone's inner forward passes; the combiner, every meta step and evaluation run in float32, since the learner
+computes hypergradients outside autocast), ``lr_schedule`` with ``warmup_steps`` (:func:`meltr.training.schedule.\
+schedule_factor`, counted in optimiser steps), ``max_grad_norm`` (inner-gradient clipping after unscaling) and
+``accumulate`` (micro-batches of ``batch_size`` per optimiser step). A transformers backbone is
+``backbone: {hf: DIR, ...}`` (:mod:`meltr.models.hf`); ``hf: tiny-random`` builds tiny random towers offline (the
+shipped ``tiny_hf`` recipe).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import itertools
 import logging
 import math
+import os
 import time
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from meltr.batches import to_device
 from meltr.combine import COMBINERS, build_combiner
 from meltr.config import (
     ConfigError,
@@ -47,11 +60,21 @@ from meltr.config import (
     read_recipe,
 )
 from meltr.hypergrad import BACKENDS, ESTIMATORS
+from meltr.hypergrad.scope import scope_entries
 from meltr.learner import AuxiliaryLearner
 from meltr.tasks import TASKS, build_task
-from meltr.training.backbones import backbone_for, check_backbone_options, checkpoint_file
+from meltr.training.backbones import (
+    backbone_for,
+    check_backbone_options,
+    check_hf_spec,
+    hf_backbone_for,
+    hf_starting_point,
+)
+from meltr.training.backbones import starting_point as backbone_starting_point
 from meltr.training.checkpoint import check_checkpoint, checkpoint_label, load_checkpoint
-from meltr.training.run_directory import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers, RunDirectory
+from meltr.training.loggers import CSVLogger, LoggingLogger, MetricLogger, MetricLoggers
+from meltr.training.run_directory import RunDirectory
+from meltr.training.schedule import LR_SCHEDULES, schedule_factor
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +87,13 @@ class FinetuneConfig:
 
     name: str = help_field("Run name; the run directory is out_root/name.", "run")
     out_root: str = help_field("Folder that holds run directories.", "runs")
-    backbone: str = help_field("Backbone: univl, violet or allinone.", "univl")
+    backbone: str | dict[str, Any] = help_field(
+        "Backbone: univl, violet or allinone; or transformers towers (meltr.models.hf, extra meltr[hf]): "
+        "{hf: DIR, ...} a backbone directory written by meltr.models.hf.save_hf_backbone (text/ + video/, clip/ or "
+        "xclip/), or {hf: tiny-random, kind: bert+clip, width: 32, ...} tiny random towers built offline from the "
+        "seed; the other keys are HFConfig fields (dim, mlm, caption, ...).",
+        "univl",
+    )
     checkpoint: str = help_field("'pretrained' (the shipped checkpoint), 'none' (random init) or a path.", "pretrained")
     size: str = help_field(
         "Backbone preset: default or tiny (with checkpoint 'pretrained', the checkpoint shipped at that size).",
@@ -99,15 +128,39 @@ class FinetuneConfig:
         0,
     )
     replay_size: int = help_field("Training batches kept for replayed meta batches (the official code's 10).", 10)
+    replay_storage: str = help_field(
+        "What the replay buffer keeps of a batch: device (the batch as trained on) or cpu (a CPU copy, moved back "
+        "when replayed: frees GPU memory with device=cuda).",
+        "device",
+    )
+    replay_in_checkpoint: bool = help_field(
+        "Keep the replay buffer in last.pt (false: smaller checkpoints, but a resumed run replays only batches seen "
+        "after resuming, so it differs from an uninterrupted one).",
+        True,
+    )
     clip_norm: float | None = help_field("Clip the hypergradient to this norm (official: 50; null: no clipping).", 50.0)
     on_nonfinite: str = help_field(
         "A step with non-finite losses or gradients: skip (with a warning) or raise.", "skip"
     )
-    hypergrad_scope: list[str] | None = help_field(
-        "Backbone parameter names / fnmatch patterns the hypergradient differentiates through (null: all).", None
+    hypergrad_scope: list[str] | str | None = help_field(
+        "What the hypergradient differentiates through: last_blocks(N) (last N blocks of every stack + heads), head, "
+        "or fnmatch patterns of parameter names; a list mixes them (null: all).",
+        None,
     )
-    fd_scale: float = help_field("Relative step ||e v|| / ||w|| of the finite_difference backend.", 1e-5)
-    track_sensitivity: bool = help_field("Log the mean dM/dl_t of every task at every step (Fig. 4).", True)
+    fd_scale: float | None = help_field(
+        "Relative step ||e v|| / ||w|| of the finite-difference backends (null: 1e-5 central, 1e-6 one-sided).", None
+    )
+    track_sensitivity: bool | int = help_field(
+        "Log the mean dM/dl_t of every task (Fig. 4): true every step, N every N steps, false never.", True
+    )
+    meta_train_batch: str = help_field(
+        "Train-side batch of a meta step: replay (a replayed batch, the official code) or current (the step's own "
+        "batch; the meta step then reuses its forward, before the optimiser step).",
+        "replay",
+    )
+    check_finite_every: int = help_field(
+        "Check losses and gradients for NaN/inf (and skip such steps) every N steps; 0: never.", 1
+    )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -127,6 +180,31 @@ class FinetuneConfig:
         factory=dict,
     )
     threads: int | None = help_field("torch threads (None: torch's default).", None)
+    device: str = help_field("Where to train and evaluate: cpu, cuda or auto (cuda when available).", "cpu")
+    precision: str | int = help_field(
+        "32, bf16 or fp16: torch.autocast of the backbone's inner forward passes; the combiner, the meta steps and "
+        "evaluation stay in float32, and fp16 runs with a GradScaler.",
+        "32",
+    )
+    lr_schedule: str = help_field(
+        "Learning rate after warmup_steps of linear warm-up: constant, linear (decay to 0 at the last optimiser "
+        "step, UniVL's BertAdam) or cosine (to 0).",
+        "constant",
+    )
+    warmup_steps: int = help_field("Optimiser steps of linear learning-rate warm-up from lr / warmup_steps.", 0)
+    max_grad_norm: float | None = help_field(
+        "Clip the model's gradients to this norm before each optimiser step (UniVL: 1.0); null: no clipping.", None
+    )
+    accumulate: int = help_field(
+        "Micro-batches of batch_size per optimiser step (gradient accumulation); meta_every, the replay buffer and "
+        "the schedule count optimiser steps.",
+        1,
+    )
+
+    def __post_init__(self) -> None:
+        # YAML reads `precision: 32` as an int; the learner and the saved config.yaml take the string
+        if isinstance(self.precision, int) and not isinstance(self.precision, bool):
+            self.precision = str(self.precision)
 
     def validate(self, source: str = "config") -> FinetuneConfig:
         """Check every field, every ``*_options`` key and the world's split sizes against the batch size.
@@ -139,8 +217,14 @@ class FinetuneConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             coerce(f.name, getattr(self, f.name), hints[f.name], source)  # types, finite floats
+        if isinstance(self.backbone, dict):
+            self._validate_hf(source)
+        elif self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"{source}: field 'backbone' must be one of {BACKBONES.names()} or {{hf: DIR, ...}}, got "
+                f"{self.backbone!r}{did_you_mean(self.backbone, BACKBONES.names())}"
+            )
         for name, registry in (
-            ("backbone", BACKBONES),
             ("task", TASKS),
             ("combiner", COMBINERS),
             ("hypergrad", ESTIMATORS),
@@ -167,15 +251,50 @@ class FinetuneConfig:
                 ("weight_decay", self.weight_decay, self.weight_decay >= 0, "non-negative"),
                 ("meta_weight_decay", self.meta_weight_decay, self.meta_weight_decay >= 0, "non-negative"),
                 ("replay_size", self.replay_size, self.replay_size >= 1, "at least 1"),
+                (
+                    "replay_storage",
+                    self.replay_storage,
+                    self.replay_storage in ("device", "cpu"),
+                    "device or cpu (the learner's 'index' storage needs a loop that re-fetches batches)",
+                ),
                 ("clip_norm", self.clip_norm, self.clip_norm is None or self.clip_norm > 0, "positive or null"),
                 ("on_nonfinite", self.on_nonfinite, self.on_nonfinite in ("skip", "raise"), "'skip' or 'raise'"),
-                ("fd_scale", self.fd_scale, self.fd_scale > 0, "positive"),
+                ("fd_scale", self.fd_scale, self.fd_scale is None or self.fd_scale > 0, "positive or null"),
                 ("reg_batch", self.reg_batch, self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
                 ("lookahead_every", self.lookahead_every, self.lookahead_every >= 0, "0 (never) or positive"),
+                (
+                    "meta_train_batch",
+                    self.meta_train_batch,
+                    self.meta_train_batch in ("replay", "current"),
+                    "'replay' or 'current'",
+                ),
+                ("check_finite_every", self.check_finite_every, self.check_finite_every >= 0, "0 (never) or positive"),
+                ("track_sensitivity", self.track_sensitivity, self.track_sensitivity >= 0, "a bool or N >= 0"),
                 ("name", self.name, bool(self.name) and "/" not in self.name, "a non-empty name without '/'"),
                 *[(n, v, v is None or v >= 1, "at least 1 or null") for n, v in optional],
+                ("device", self.device, self.device in ("cpu", "cuda", "auto"), "cpu, cuda or auto"),
+                (
+                    "device",
+                    self.device,
+                    self.device != "cuda" or torch.cuda.is_available(),
+                    "cpu or auto: this torch sees no CUDA device",
+                ),
+                ("precision", self.precision, self.precision in ("32", "bf16", "fp16"), "32, bf16 or fp16"),
+                ("lr_schedule", self.lr_schedule, self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
+                ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "0 (no warm-up) or positive"),
+                (
+                    "max_grad_norm",
+                    self.max_grad_norm,
+                    self.max_grad_norm is None or self.max_grad_norm > 0,
+                    "positive or null",
+                ),
+                ("accumulate", self.accumulate, self.accumulate >= 1, "at least 1"),
             ],
         )
+        try:
+            scope_entries(self.hypergrad_scope)
+        except ValueError as error:
+            raise ConfigError(f"{source}: field 'hypergrad_scope': {error}") from None
         estimator = ESTIMATORS.get(self.hypergrad)
         check_options(
             self.hypergrad_options, estimator, "hypergrad_options", source, owner=f"estimator {self.hypergrad!r}"
@@ -194,15 +313,18 @@ class FinetuneConfig:
             ("task_options", TASKS.get(self.task), f"task {self.task!r}", ("backbone", "backbone_name")),
         ):
             check_options(getattr(self, name), factory, name, source, owner=owner, reserved=reserved)
-        check_backbone_options(self.backbone, self.backbone_options, source)
+        if not isinstance(self.backbone, dict):
+            check_backbone_options(self.backbone, self.backbone_options, source)
         if self.data:
             self._validate_data(source)
             return self
         world = self.world_config(source)
-        if world.n_train < self.batch_size:
+        if world.n_train < self.batch_size * self.accumulate:
+            group = self.batch_size * self.accumulate
+            what = f"batch_size ({group})" if self.accumulate == 1 else f"batch_size x accumulate ({group})"
             raise ConfigError(
-                f"{source}: world.n_train ({world.n_train}) is smaller than batch_size ({self.batch_size}), so an "
-                "epoch would take no step; raise world.n_train or lower batch_size"
+                f"{source}: world.n_train ({world.n_train}) is smaller than {what}, so an epoch would take no "
+                "optimiser step; raise world.n_train or lower batch_size"
             )
         if (self.meta_source == "split" or self.lookahead_every) and world.n_meta < self.batch_size:
             raise ConfigError(
@@ -210,6 +332,21 @@ class FinetuneConfig:
                 "batches come from the meta split; raise world.n_meta or lower batch_size"
             )
         return self
+
+    def _validate_hf(self, source: str) -> None:
+        """A transformers backbone spec; the fields of the reference backbones must then keep their defaults."""
+        check_hf_spec(self.backbone, source)
+        for name, default in (("checkpoint", "pretrained"), ("size", "default"), ("backbone_options", {})):
+            if getattr(self, name) != default:
+                raise ConfigError(
+                    f"{source}: field {name!r} does not apply to a transformers backbone (backbone.hf holds its "
+                    "weights, the other backbone keys its options); remove it"
+                )
+
+    @property
+    def backbone_name(self) -> str:
+        """The backbone's name for the task heads and checkpoint labels: the registry name, or ``hf``."""
+        return "hf" if isinstance(self.backbone, dict) else self.backbone
 
     def _validate_data(self, source: str) -> None:
         from meltr.data.formats import READERS
@@ -272,11 +409,18 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "reg_batch",
     "lookahead_every",
     "replay_size",
+    "replay_storage",
+    "replay_in_checkpoint",
     "clip_norm",
     "on_nonfinite",
     "hypergrad_scope",
     "fd_scale",
     "track_sensitivity",
+    "meta_train_batch",
+    "check_finite_every",
+    "precision",
+    "max_grad_norm",
+    "accumulate",
 )
 """The config fields that are :class:`~meltr.learner.AuxiliaryLearner` options of the same name."""
 
@@ -303,14 +447,15 @@ def _alias_override(item: str) -> str:
 
 
 # -- building the pieces -----------------------------------------------------------------------------------------
-def build_world(config: FinetuneConfig):
-    """The run's data: the world of ``config.world``, or the dataset on disk of ``config.data``."""
+def build_world(config: FinetuneConfig, progress: bool = False):
+    """The run's data: the world of ``config.world`` (``progress``: a bar while it is generated), or the dataset on
+    disk of ``config.data``."""
     from meltr.data import make_world
 
     if config.data:
         return build_corpus(config.data)
 
-    return make_world(config.world_config())
+    return make_world(config.world_config(), progress=progress)
 
 
 def build_corpus(data: dict[str, Any]):
@@ -327,21 +472,26 @@ def build_corpus(data: dict[str, Any]):
 
 
 def starting_point(config: FinetuneConfig) -> dict[str, Any]:
-    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (``start.json``).
-
-    Two runs of one recipe are the same run only if they start from the same weights: a re-made
-    ``pretrained`` checkpoint changes the digest, not the recipe.
-    """
-    path = checkpoint_file(config.checkpoint, config.backbone, config.size)
-    if path is None or not path.is_file():
-        return {"checkpoint": None if path is None else str(path), "sha256": None}
-    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    """What a run of ``config`` starts from beyond its recipe (:func:`meltr.training.backbones.starting_point`; for
+    transformers towers, :func:`meltr.training.backbones.hf_starting_point`)."""
+    if isinstance(config.backbone, dict):
+        return hf_starting_point(config.backbone)
+    return backbone_starting_point(config.checkpoint, config.backbone, config.size)
 
 
 def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> torch.nn.Module:
     """The backbone ``config`` starts from, for ``world``'s vocabulary and frames."""
-    shape: dict[str, Any] = {"image_size": world.config.image_size}
     special = getattr(world.tokenizer, "special_ids", None)
+    if isinstance(config.backbone, dict):
+        return hf_backbone_for(
+            config.backbone,
+            vocab_size=world.tokenizer.vocab_size,
+            image_size=world.config.image_size,
+            frames=world.config.n_frames,
+            special_tokens=special,
+            seed=config.seed,
+        )
+    shape: dict[str, Any] = {"image_size": world.config.image_size}
     if special is not None and "special_tokens" not in config.backbone_options:
         shape["special_tokens"] = special  # a real-text tokenizer's [CLS], [SEP], [MASK] ids
     return backbone_for(
@@ -355,15 +505,16 @@ def build_backbone_for(config: FinetuneConfig, world, unsafe: bool = False) -> t
     )
 
 
-def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False) -> dict[str, float]:
-    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat."""
+def zero_shot(config: FinetuneConfig, world=None, unsafe: bool = False, progress: bool = False) -> dict[str, float]:
+    """The recipe's model on its test split without any fine-tuning: the row every fine-tuned run must beat
+    (``progress``: a bar while scoring)."""
     config.validate()
     world = world if world is not None else build_world(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = build_backbone_for(config, world, unsafe=unsafe)
-        model = build_task(config.task, backbone, config.backbone, **config.task_options)
-    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+        model = build_task(config.task, backbone, config.backbone_name, **config.task_options)
+    return model.evaluate(world, "test", config.eval_batch_size, max_clips=config.eval_clips, progress=progress)
 
 
 @dataclass
@@ -390,6 +541,8 @@ class FinetuneRun:
     learner: AuxiliaryLearner
     metrics: MetricLogger
     label: dict[str, Any]
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     steps: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
@@ -397,6 +550,11 @@ class FinetuneRun:
     best_epoch: int = -1
     elapsed_before: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def data(self) -> Any:
+        """The world as evaluation reads it: its batches on the run's device."""
+        return self.world if self.device.type == "cpu" else _OnDevice(self.world, self.device)
 
     @property
     def seconds(self) -> float:
@@ -434,12 +592,18 @@ def setup(
     if config.task == "qa" and getattr(world, "answers", ()):
         task_options.setdefault("num_answers", len(world.answers))  # the dataset's answer vocabulary
     try:
-        model = build_task(config.task, backbone, config.backbone, **task_options)
+        model = build_task(config.task, backbone, config.backbone_name, **task_options)
         combiner = build_combiner(config.combiner, model.tasks, model.primary_task, **config.combiner_options)
     except (TypeError, ValueError, KeyError) as error:
         raise ConfigError(f"config: {' '.join(str(error).split())}") from None
     directory.update_info(primary_task=model.primary_task, tasks=list(model.tasks), metric=model.metric)
+    device = resolve_device(config.device)
+    model.to(device)
+    combiner.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = optimizer_steps_per_epoch(config, world) * config.epochs
+    factor = partial(schedule_factor, config.lr_schedule, warmup_steps=config.warmup_steps, total_steps=total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     meta_optimizer = None
     if combiner.meta_parameters():
         meta_optimizer = torch.optim.Adam(
@@ -458,23 +622,32 @@ def setup(
         meta_optimizer=meta_optimizer,
         meta_data=meta_data,
         lookahead_data=lookahead_data,
+        grad_scaler=torch.amp.GradScaler(device.type) if config.precision == "fp16" else None,
         **{name: getattr(config, name) for name in LEARNER_FIELDS},
     )
-    label = checkpoint_label("finetune-state", config.backbone, config.size, config.task)
-    run = FinetuneRun(config, directory, world, model, combiner, optimizer, learner, None, label, started=started)  # type: ignore[arg-type]
+    label = checkpoint_label("finetune-state", config.backbone_name, config.size, config.task)
+    run = FinetuneRun(
+        config, directory, world, model, combiner, optimizer, learner, None, label, scheduler, device, started=started  # type: ignore[arg-type]
+    )
     last = directory.file("last.pt")
     if last.exists():
         state = load_checkpoint(last, unsafe=unsafe)
-        check_checkpoint(state, last, "finetune-state", backbone=config.backbone, task=config.task)
+        check_checkpoint(state, last, "finetune-state", backbone=config.backbone_name, task=config.task)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             learner.load_state_dict(state["learner"])
+            if "scheduler" in state:  # states written before the schedule existed ran at a constant lr
+                scheduler.load_state_dict(state["scheduler"])
+            if learner.grad_scaler is not None and state.get("grad_scaler"):
+                learner.grad_scaler.load_state_dict(state["grad_scaler"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise ValueError(
                 f"{last}: does not fit this run's model ({str(error).splitlines()[0]}); remove it to start over"
             ) from None
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         run.steps, run.epochs = state["steps"], state["epochs"]
         run.start_epoch, run.best_score, run.best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         run.elapsed_before = state["seconds"]
@@ -491,7 +664,9 @@ def setup(
 def train(run: FinetuneRun, progress: bool = True) -> None:
     """The remaining epochs: steps, validation on the meta split, ``best.pt`` and ``last.pt`` after each epoch."""
     config, model, learner, directory = run.config, run.model, run.learner, run.directory
-    per_epoch = len(run.world.splits["train"]) // config.batch_size
+    # micro-batches of each epoch: a partial group of `accumulate` at its end is dropped, as drop_last drops a partial
+    # batch, so that every optimiser step sees accumulate x batch_size samples and no group spans two epochs
+    per_epoch = optimizer_steps_per_epoch(config, run.world) * config.accumulate
     bar = tqdm(
         total=per_epoch * config.epochs,
         initial=per_epoch * run.start_epoch,
@@ -506,16 +681,20 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                 "train", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True, **options
             )
             epoch_rows = []
-            for batch in loader:
-                stats = learner.step(batch)
-                row = {"epoch": epoch, **stats.as_dict()}
+            for batch in itertools.islice(loader, per_epoch):
+                taken = learner.inner_steps
+                lr = run.scheduler.get_last_lr()[0]
+                stats = learner.step(to_device(batch, run.device) if run.device.type != "cpu" else batch)
+                if learner.inner_steps > taken:  # the schedule counts optimiser steps taken
+                    run.scheduler.step()
+                row = {"epoch": epoch, **stats.as_dict(), "lr": lr}
                 run.metrics.log("steps", row)
                 run.steps.append(row)
                 epoch_rows.append(row)
                 bar.update(1)
                 if not stats.skipped:
                     bar.set_postfix(loss=f"{stats.losses[model.primary_task]:.3f}")
-            validation = model.evaluate(run.world, "meta", config.eval_batch_size, max_clips=config.val_clips)
+            validation = model.evaluate(run.data, "meta", config.eval_batch_size, max_clips=config.val_clips)
             summary = {"epoch": epoch, **_means(epoch_rows), **{f"val/{k}": v for k, v in validation.items()}}
             run.metrics.log("epochs", summary)
             run.epochs.append(summary)
@@ -531,7 +710,10 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                     "model": model.state_dict(),
                     "optimizer": run.optimizer.state_dict(),
                     "learner": learner.state_dict(),
+                    "scheduler": run.scheduler.state_dict(),
+                    "grad_scaler": None if learner.grad_scaler is None else learner.grad_scaler.state_dict(),
                     "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
                     "steps": run.steps,
                     "epochs": run.epochs,
                     "epoch": epoch,
@@ -563,13 +745,13 @@ def evaluate(run: FinetuneRun, unsafe: bool = False) -> tuple[dict[str, float], 
     last_epoch = config.epochs - 1
     test_last = None
     if run.best_epoch != last_epoch:
-        test_last = run.model.evaluate(run.world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+        test_last = run.model.evaluate(run.data, "test", config.eval_batch_size, max_clips=config.eval_clips)
     path = run.directory.file("best.pt")
     best = load_checkpoint(path, unsafe=unsafe)
-    check_checkpoint(best, path, "finetune", backbone=config.backbone, task=config.task)
+    check_checkpoint(best, path, "finetune", backbone=config.backbone_name, task=config.task)
     run.model.load_state_dict(best["model"])
     run.combiner.load_state_dict(best["combiner"])
-    test = run.model.evaluate(run.world, "test", config.eval_batch_size, max_clips=config.eval_clips)
+    test = run.model.evaluate(run.data, "test", config.eval_batch_size, max_clips=config.eval_clips)
     return test, test if test_last is None else test_last
 
 
@@ -617,13 +799,19 @@ def finetune(
         RunDirectoryError: the run directory is in use by another process or holds another run (nothing in it is
             touched).
 
-    The run uses PyTorch's deterministic algorithms (the setting is restored afterwards): with more than one CPU
+    The run uses PyTorch's deterministic algorithms (the setting is restored afterwards, as is torch's thread count,
+    which the ``threads`` field sets): with more than one CPU
     thread some kernels otherwise sum in a varying order, and the rounding differences grow over the run (two runs
-    of one MELTR recipe differed by up to 2.5 R@1 on the demo).
+    of one MELTR recipe differed by up to 2.5 R@1 on the demo). This holds for ``precision`` bf16 / fp16 too: autocast
+    only changes which dtype each kernel runs in, so two runs of one recipe still agree bit for bit (on CUDA,
+    ``CUBLAS_WORKSPACE_CONFIG`` is set to ``:4096:8`` unless given, as deterministic cuBLAS needs).
     """
     config.validate()
     directory = RunDirectory(config.run_dir, RECIPE, config.as_dict(), starting_point(config))
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    if resolve_device(config.device).type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; torch raises under deterministic algorithms otherwise
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
     try:
         with directory:
@@ -632,7 +820,34 @@ def finetune(
             test, test_last = evaluate(run, unsafe=unsafe)
             return save(run, test, test_last)
     finally:
+        # the caller's settings come back: a `threads` field must not slow down whatever runs next in the process
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cpu`` and ``cuda`` are themselves."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def optimizer_steps_per_epoch(config: FinetuneConfig, world) -> int:
+    """Optimiser steps of one epoch: ``len(train) // batch_size`` micro-batches in groups of ``accumulate``."""
+    return len(world.splits["train"]) // config.batch_size // config.accumulate
+
+
+class _OnDevice:
+    """The world as evaluation reads it, with every batch moved to ``device``."""
+
+    def __init__(self, world, device: torch.device) -> None:
+        self.world, self.device = world, device
+
+    def loader(self, *args: Any, **kwargs: Any):
+        return (to_device(batch, self.device) for batch in self.world.loader(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world, name)
 
 
 class _Cycle:

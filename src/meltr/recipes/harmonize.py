@@ -74,6 +74,7 @@ from meltr.surgery.base import GradientSurgery, PlainSum, TaskGradients, cosine_
 from meltr.surgery.curriculum import MEASURES, SCHEDULES, Curriculum, GammaSchedule, RealignCurriculum
 from meltr.surgery.driver import ParameterLayout, task_gradients, write_gradients
 from meltr.surgery.realign import Realign
+from meltr.training.run_directory import RunDirectory
 from meltr.training.schedule import learning_rate_factor
 
 logger = logging.getLogger(__name__)
@@ -357,6 +358,22 @@ class RunRecord:
     seconds: float
 
 
+def record_as_plain(run: RunRecord) -> dict[str, Any]:
+    """``run`` as JSON-ready data (the per-sample arrays as lists with their dtype), for a run directory."""
+    samples = None
+    if run.samples is not None:
+        samples = {k: {"dtype": str(v.dtype), "values": v.tolist()} for k, v in run.samples.items()}
+    return {**dataclasses.asdict(dataclasses.replace(run, samples=None)), "samples": samples}
+
+
+def record_from_plain(value: Mapping[str, Any]) -> RunRecord:
+    """The :class:`RunRecord` that :func:`record_as_plain` gave (arrays rebuilt with their dtype, bit for bit)."""
+    samples = value["samples"]
+    if samples is not None:
+        samples = {k: np.asarray(v["values"], dtype=v["dtype"]) for k, v in samples.items()}
+    return RunRecord(value["row"], value["seed"], value["steps"], samples, value["metrics"], value["seconds"])
+
+
 def initial_backbone(world: World, config: HarmonizeConfig, seed: int) -> nn.Module:
     """The VATT backbone every run of ``seed`` starts from (its shapes follow the world's)."""
     torch.manual_seed(seed)
@@ -542,6 +559,7 @@ def run_harmonize(
     config: HarmonizeConfig,
     world: World | None = None,
     progress: bool = False,
+    directory: RunDirectory | None = None,
 ) -> HarmonizeResult:
     """Pre-train and evaluate every row of ``config`` for every seed (see the module docstring).
 
@@ -549,6 +567,9 @@ def run_harmonize(
         config: the experiment.
         world: the world to run on (default: generated from ``config.world_config()``).
         progress: show one progress bar over every step of every run.
+        directory: a claimed run directory: each finished (row, seed) is recorded in it as it ends, and a rerun reads
+            the recorded ones back instead of running them again (a run draws only from its own seed, so the result
+            is the same).
 
     Logs one line per finished run (``logging``, INFO).
     """
@@ -561,23 +582,42 @@ def run_harmonize(
     total = len(config.rows) * len(config.seeds) * config.steps
     bar = tqdm(total=total, desc="harmonize", disable=not progress)
     runs = []
+    recorded = {}
+    if directory is not None:
+        for row in [INIT_ROW, *ROWS]:
+            for seed in config.seeds:
+                value = directory.recorded(f"{row}-s{seed}")
+                if value is not None:
+                    recorded[row, seed] = record_from_plain(value)
     if config.evaluate_init:
         for seed in config.seeds:
-            run_started = time.perf_counter()
-            metrics = evaluate_backbone(initial_backbone(world, config, seed).eval(), world, config)
-            runs.append(RunRecord(INIT_ROW, seed, [], None, metrics, time.perf_counter() - run_started))
-            logger.info(f"{LABELS[INIT_ROW]} seed {seed}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+            run = recorded.get((INIT_ROW, seed))
+            if run is None:
+                run_started = time.perf_counter()
+                metrics = evaluate_backbone(initial_backbone(world, config, seed).eval(), world, config)
+                run = RunRecord(INIT_ROW, seed, [], None, metrics, time.perf_counter() - run_started)
+                if directory is not None:
+                    directory.record(f"{INIT_ROW}-s{seed}", record_as_plain(run))
+            runs.append(run)
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in run.metrics.items())
+            logger.info("%s seed %d: %s", LABELS[INIT_ROW], seed, shown)
     for row in (r for r in ROWS if r in config.rows):
         for seed in config.seeds:
             bar.set_postfix(row=row, seed=seed)
-            run_started = time.perf_counter()
-            model, steps, samples = pretrain_row(world, config, row, seed, progress=bar.update)
-            metrics = evaluate_backbone(model, world, config)
-            if samples is not None:
-                metrics.update(drop_metrics(samples, world["pretrain"].misaligned))
-            run = RunRecord(row, seed, steps, samples, metrics, time.perf_counter() - run_started)
+            run = recorded.get((row, seed))
+            if run is None:
+                run_started = time.perf_counter()
+                model, steps, samples = pretrain_row(world, config, row, seed, progress=bar.update)
+                metrics = evaluate_backbone(model, world, config)
+                if samples is not None:
+                    metrics.update(drop_metrics(samples, world["pretrain"].misaligned))
+                run = RunRecord(row, seed, steps, samples, metrics, time.perf_counter() - run_started)
+                if directory is not None:
+                    directory.record(f"{row}-s{seed}", record_as_plain(run))
+            else:
+                bar.update(config.steps)
             runs.append(run)
-            shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items())
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in run.metrics.items())
             logger.info("%s seed %d (%.0fs): %s", LABELS[row], seed, run.seconds, shown)
     bar.close()
     return HarmonizeResult(config, world_config, runs, time.perf_counter() - started, time.process_time() - cpu_started)

@@ -127,13 +127,19 @@ def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> None:
 
 
 def run_config(
-    table: Table, row: Row, seed: int, out_root: Path, settings: Sequence[str] = (), lr: float | None = None
+    table: Table,
+    row: Row,
+    seed: int,
+    out_root: Path,
+    settings: Sequence[str] = (),
+    lr: float | None = None,
+    recipe: dict[str, Any] | None = None,
 ):
-    """The :class:`FinetuneConfig` of one row and seed: miniature recipe, table base, row, ``settings``, then ``lr``
-    (a learning rate being tuned: the run directory's name then carries it)."""
+    """The :class:`FinetuneConfig` of one row and seed: the recipe (default :data:`MINIATURE`), table base, row,
+    ``settings``, then ``lr`` (a learning rate being tuned: the run directory's name then carries it)."""
     from meltr.recipes.finetune import FinetuneConfig, apply_overrides
 
-    values: dict[str, Any] = json.loads(json.dumps(MINIATURE))  # a deep copy
+    values: dict[str, Any] = json.loads(json.dumps(MINIATURE if recipe is None else recipe))  # a deep copy
     slug = row.label.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
     if "Modality" in row.extra:
         slug += "-" + row.extra["Modality"].lower().replace("+", "")
@@ -169,8 +175,11 @@ def run_table(
     progress: bool = True,
     lrs: Sequence[float] | None = None,
     tune_seeds: int | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune every row of a table for every seed (reusing finished runs) and collect the test scores.
+
+    ``recipe`` is the fine-tuning recipe every run starts from (default: the shipped :data:`MINIATURE`).
 
     With ``lrs``, every fine-tuned row gets the same tuning budget: it runs at each learning rate on the first
     ``tune_seeds`` seeds (all of them by default), the rate with the best mean validation metric of the selected
@@ -198,7 +207,7 @@ def run_table(
     for row in table.rows:
         for seed in seeds:
             for lr in [None] if row.zero_shot else grid:
-                run_config(table, row, seed, out_root, settings, lr)
+                run_config(table, row, seed, out_root, settings, lr, recipe)
     worlds: dict[str, Any] = {}
 
     def world_of(config):
@@ -225,24 +234,25 @@ def run_table(
         "lrs": {},
         "validation": {},
         "tuning_seeds": tuning_seeds if lrs else [],
+        "recipe": MINIATURE if recipe is None else recipe,
     }
     for row in table.rows:
         key = row_key(row)
         if row.zero_shot:
             for seed in seeds:
-                config = run_config(table, row, seed, out_root, settings)
+                config = run_config(table, row, seed, out_root, settings, recipe=recipe)
                 outcome["scores"].setdefault(key, []).append(zero_shot(config, world_of(config)))
                 outcome["seconds"].setdefault(key, []).append(0.0)
             continue
         validation: dict[float | None, list[float]] = {}
         for seed in tuning_seeds:
             for lr in grid:
-                config = run_config(table, row, seed, out_root, settings, lr)
+                config = run_config(table, row, seed, out_root, settings, lr, recipe)
                 run(row, config)
                 validation.setdefault(lr, []).append(validation_score(config.run_dir))
         chosen = best_choice(validation)
         for seed in seeds:
-            test, seconds = run(row, run_config(table, row, seed, out_root, settings, chosen))
+            test, seconds = run(row, run_config(table, row, seed, out_root, settings, chosen, recipe))
             outcome["scores"].setdefault(key, []).append(test)
             outcome["seconds"].setdefault(key, []).append(seconds)
         if lrs:
@@ -302,7 +312,9 @@ def summarise(outcome: dict[str, Any]) -> tuple[list[str], list[list[str]], list
     return header, cells, records
 
 
-def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tuple[Path, Path]:
+def write(
+    outcome: dict[str, Any], out_dir: str | Path, command: str = "", recipe_name: str = MINIATURE_CONFIG
+) -> tuple[Path, Path]:
     """``table<N>.md`` and ``table<N>.csv`` in ``out_dir``; returns their paths."""
     table: Table = outcome["table"]
     records = summarise(outcome)[2]
@@ -311,7 +323,9 @@ def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tu
     seeds = ", ".join(map(str, outcome["seeds"]))
     lines = [f"### Table {table.number} in miniature: {table.title}", ""]
     lines.append(f"Mean ± std over seeds {seeds} on the synthetic world's test split. {table.note}".strip())
-    lines.append(f"Recipe: the shipped config `{MINIATURE_CONFIG}` {_recipe_text(outcome['settings'])}.")
+    recipe = outcome.get("recipe", MINIATURE)
+    where = f"the shipped config `{recipe_name}`" if recipe is MINIATURE else f"`{recipe_name}`"
+    lines.append(f"Recipe: {where} {_recipe_text(outcome['settings'], recipe)}.")
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", as_markdown(outcome), ""]
@@ -338,9 +352,9 @@ def write(outcome: dict[str, Any], out_dir: str | Path, command: str = "") -> tu
     return markdown, path
 
 
-def _recipe_text(settings: Sequence[str]) -> str:
-    base = ", ".join(f"{k}={v}" for k, v in MINIATURE.items() if k != "world")
-    world = ", ".join(f"{k}={v}" for k, v in MINIATURE["world"].items())
+def _recipe_text(settings: Sequence[str], recipe: dict[str, Any] = MINIATURE) -> str:
+    base = ", ".join(f"{k}={v}" for k, v in recipe.items() if k != "world")
+    world = ", ".join(f"{k}={v}" for k, v in recipe.get("world", {}).items())
     extra = f"; changed: {' '.join(settings)}" if settings else ""
     return f"({base}; world {world}{extra})"
 

@@ -7,10 +7,12 @@ primary loss is always also an input of the combiner (MELTR Sec. 4.1). Each task
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from meltr._registry import Registry
 
@@ -49,8 +51,26 @@ class TaskModel(nn.Module):
         return {}
 
     def evaluate(self, world, split: str, batch_size: int = 64, **options: Any) -> dict[str, float]:
-        """The task's standard metrics on ``split`` of ``world``."""
+        """The task's standard metrics on ``split`` of ``world`` (``progress=True``: a bar while scoring)."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (dropout off) inside the block; its training flag is restored on leaving it, even on
+    an error."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def scoring_bar(progress: bool, total: int | None = None, unit: str = "batch", iterable: Any = None) -> tqdm:
+    """The progress bar of an evaluation (over ``iterable`` if given): on stderr, only on a terminal, and only if
+    ``progress`` is asked for."""
+    return tqdm(iterable, total=total, desc="scoring", unit=unit, disable=None if progress else True, leave=False)
 
 
 def build_task(name: str, backbone: nn.Module, backbone_name: str, **options: Any) -> TaskModel:

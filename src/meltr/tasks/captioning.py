@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from meltr.metrics import caption_metrics
-from meltr.tasks.base import TASKS, TaskModel
+from meltr.tasks.base import TASKS, TaskModel, evaluation_mode, scoring_bar
 
 
 @TASKS.register("captioning")
@@ -29,21 +29,24 @@ class Captioning(TaskModel):
 
     @torch.no_grad()
     def evaluate(
-        self, world, split: str, batch_size: int = 64, max_clips: int | None = None, meteor: bool = True
+        self,
+        world,
+        split: str,
+        batch_size: int = 64,
+        max_clips: int | None = None,
+        meteor: bool = True,
+        progress: bool = False,
     ) -> dict[str, float]:
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluation_mode(self):
             hypotheses, references = {}, {}
             target = world.splits[split]
-            for batch in world.loader(split, batch_size, shuffle=False, caption="first"):
+            loader = world.loader(split, batch_size, shuffle=False, caption="first")
+            for batch in scoring_bar(progress, iterable=loader):
                 tokens = self.backbone.generate(batch, self.max_len)
                 for clip, row in zip(batch["clip_id"].tolist(), tokens.tolist(), strict=True):
                     hypotheses[clip] = world.tokenizer.decode(row) or "empty"
                     references[clip] = list(target.captions[clip])
                 if max_clips is not None and len(hypotheses) >= max_clips:
                     break
-        finally:
-            self.train(was_training)
         scores = caption_metrics(hypotheses, references, meteor=meteor, tokenizer="simple")
         return {k: float(v) for k, v in scores.as_dict().items() if isinstance(v, int | float) and v is not None}

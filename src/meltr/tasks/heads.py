@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from meltr.data import ANSWERS, QA_TYPES
 from meltr.metrics import qa_metrics, sentiment_metrics
-from meltr.tasks.base import TASKS, TaskModel
+from meltr.tasks.base import TASKS, TaskModel, evaluation_mode, scoring_bar
 
 
 def _fused_width(backbone) -> int:
@@ -54,19 +54,18 @@ class QuestionAnswering(TaskModel):
         return {"qa_types": self.qa_types, **({"qa": "all"} if split in ("test", "meta") else {})}
 
     @torch.no_grad()
-    def evaluate(self, world, split: str, batch_size: int = 64, max_clips: int | None = None) -> dict[str, float]:
-        was_training = self.training
-        self.eval()
+    def evaluate(
+        self, world, split: str, batch_size: int = 64, max_clips: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
         predictions, answers, types = [], [], []
-        try:
-            for batch in world.loader(split, batch_size, shuffle=False, qa="all", qa_types=self.qa_types):
+        with evaluation_mode(self):
+            loader = world.loader(split, batch_size, shuffle=False, qa="all", qa_types=self.qa_types)
+            for batch in scoring_bar(progress, iterable=loader):
                 predictions += self.logits(batch).argmax(-1).tolist()
                 answers += batch["answer"].tolist()
                 types += [QA_TYPES[t] for t in batch["qa_type"].tolist()]
                 if max_clips is not None and len(answers) >= max_clips:
                     break
-        finally:
-            self.train(was_training)
         scores = qa_metrics(predictions, answers, types)
         out = {"accuracy": float(scores.accuracy)}
         out.update({f"accuracy/{t}": float(v) for t, v in scores.per_type.items()})
@@ -95,18 +94,17 @@ class Sentiment(TaskModel):
         return {"sentiment": (self.predict(batch) - batch["sentiment"]).abs()}
 
     @torch.no_grad()
-    def evaluate(self, world, split: str, batch_size: int = 64, max_clips: int | None = None) -> dict[str, float]:
-        was_training = self.training
-        self.eval()
+    def evaluate(
+        self, world, split: str, batch_size: int = 64, max_clips: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
         predictions, labels = [], []
-        try:
-            for batch in world.loader(split, batch_size, shuffle=False):
+        with evaluation_mode(self):
+            loader = world.loader(split, batch_size, shuffle=False)
+            for batch in scoring_bar(progress, iterable=loader):
                 predictions.append(self.predict(batch))
                 labels.append(batch["sentiment"])
                 if max_clips is not None and sum(len(p) for p in predictions) >= max_clips:
                     break
-        finally:
-            self.train(was_training)
         scores = sentiment_metrics(torch.cat(predictions).numpy(), torch.cat(labels).numpy())
         return {
             "BA": scores.binary_accuracy,

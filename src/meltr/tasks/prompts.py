@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from meltr.adapters.consistency import class_descriptions, consistency_loss
 from meltr.data.lexicon import EVENT_CLASSES
 from meltr.models.losses import symmetric_info_nce
+from meltr.tasks.base import evaluation_mode
 
 
 def tokenize_prompts(tokenizer, texts: Sequence[str], max_len: int = 16) -> dict[str, Tensor]:
@@ -74,15 +75,12 @@ class PromptClassification(nn.Module):
             if frozen is None:
                 raise ValueError("the consistency task needs frozen=, the pre-trained backbone")
             descriptions = class_descriptions(classes)
-            was_training = frozen.training
-            frozen.eval()
-            with torch.no_grad():
+            with torch.no_grad(), evaluation_mode(frozen):
                 for kind in ("spatial", "temporal"):
                     embeddings = frozen.encode_text(
                         tokenize_prompts(tokenizer, [getattr(d, kind) for d in descriptions])
                     )
                     self.register_buffer(f"{kind}_embeddings", embeddings.clone(), persistent=False)
-            frozen.train(was_training)
 
     def prompt_embeddings(self) -> Tensor:
         """``[C, d]`` the backbone's embeddings ``w_c`` of the class prompts."""
@@ -111,16 +109,14 @@ def prompt_accuracy(
     backbone: nn.Module, tokenizer, videos: Tensor, labels: Tensor, classes: Sequence[str], prompts
 ) -> float:
     """Percent of the clips ``videos`` (whose labels are among ``classes``) whose nearest prompt is their class's."""
-    was_training = backbone.training
-    backbone.eval()
     targets = torch.tensor([EVENT_CLASSES.index(c) for c in classes])
     keep = torch.isin(labels, targets)
     if not bool(keep.any()):
         raise ValueError(f"no test clip of the classes {list(classes)}; raise test_clips")
-    text = backbone.encode_text(tokenize_prompts(tokenizer, prompts))
-    video = torch.cat([backbone.encode_video({"video": chunk}) for chunk in videos[keep].split(200)])
+    with evaluation_mode(backbone):
+        text = backbone.encode_text(tokenize_prompts(tokenizer, prompts))
+        video = torch.cat([backbone.encode_video({"video": chunk}) for chunk in videos[keep].split(200)])
     predicted = targets[(video @ text.t()).argmax(1)]
-    backbone.train(was_training)
     return 100.0 * float((predicted == labels[keep]).float().mean())
 
 

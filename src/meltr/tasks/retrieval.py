@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from meltr.metrics import retrieval_metrics
-from meltr.tasks.base import TASKS, TaskModel
+from meltr.tasks.base import TASKS, TaskModel, evaluation_mode, scoring_bar
 
 
 @TASKS.register("retrieval")
@@ -55,23 +55,25 @@ class Retrieval(TaskModel):
         return {"caption": "first"} if split in ("test", "meta") else {}
 
     @torch.no_grad()
-    def similarity(self, world, split: str, batch_size: int = 64, max_clips: int | None = None) -> torch.Tensor:
-        """``[texts, videos]`` scores of caption 0 of each clip against every clip of ``split``."""
-        was_training = self.training
-        self.eval()
+    def similarity(
+        self, world, split: str, batch_size: int = 64, max_clips: int | None = None, progress: bool = False
+    ) -> torch.Tensor:
+        """``[texts, videos]`` scores of caption 0 of each clip against every clip of ``split``; ``progress``
+        shows a bar over the batches encoded (dual scoring) or the captions scored (pairwise)."""
         batches = list(world.loader(split, batch_size, shuffle=False, caption="first"))
         if max_clips is not None:
             batches = _truncate(batches, max_clips)
-        try:
+        with evaluation_mode(self):
             if self.scoring == "dual":
-                text = torch.cat([self.backbone.encode_text(b) for b in batches])
-                video = torch.cat([self.backbone.encode_video(b) for b in batches])
+                with scoring_bar(progress, 2 * len(batches)) as bar:
+                    text = torch.cat([_advance(bar, self.backbone.encode_text(b)) for b in batches])
+                    video = torch.cat([_advance(bar, self.backbone.encode_video(b)) for b in batches])
                 return text @ video.T
             rows = []
             videos = {k: torch.cat([b[k] for b in batches]) for k in ("video",)}
             texts = {k: torch.cat([b[k] for b in batches]) for k in ("text", "text_mask")}
             count = len(texts["text"])
-            for i in range(count):
+            for i in scoring_bar(progress, count, unit="caption", iterable=range(count)):
                 scores = []
                 for start in range(0, count, batch_size):
                     stop = min(count, start + batch_size)
@@ -83,13 +85,18 @@ class Retrieval(TaskModel):
                     scores.append(self.backbone.match_score(pair))
                 rows.append(torch.cat(scores))
             return torch.stack(rows)
-        finally:
-            self.train(was_training)
 
-    def evaluate(self, world, split: str, batch_size: int = 64, max_clips: int | None = None) -> dict[str, float]:
-        sim = self.similarity(world, split, batch_size, max_clips)
+    def evaluate(
+        self, world, split: str, batch_size: int = 64, max_clips: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
+        sim = self.similarity(world, split, batch_size, max_clips, progress)
         scores = retrieval_metrics(sim.double().cpu().numpy())
         return {k: float(v) for k, v in scores.as_dict().items() if k.startswith("t2v/")}
+
+
+def _advance(bar, value):
+    bar.update(1)
+    return value
 
 
 def _truncate(batches: list[dict], count: int) -> list[dict]:

@@ -9,15 +9,18 @@ backbone can be shared without pickles at all.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from meltr.config import check_options
+from meltr.config import ConfigError, check_options
 from meltr.training.checkpoint import atomic_save, check_checkpoint, checkpoint_label, load_checkpoint
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -31,6 +34,19 @@ def checkpoint_file(checkpoint: str, backbone: str, size: str = "default") -> Pa
     if checkpoint == "none":
         return None
     return Path(pretrained_path(backbone, size) if checkpoint == "pretrained" else checkpoint)
+
+
+def starting_point(checkpoint: str, backbone: str, size: str = "default") -> dict[str, Any]:
+    """What a run starts from beyond its recipe: the checkpoint file and its SHA-256 (a run directory's
+    ``start.json``).
+
+    Two runs of one recipe are the same run only if they start from the same weights: a re-made ``pretrained``
+    checkpoint changes the digest, not the recipe.
+    """
+    path = checkpoint_file(checkpoint, backbone, size)
+    if path is None or not path.is_file():
+        return {"checkpoint": None if path is None else str(path), "sha256": None}
+    return {"checkpoint": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def save_pretrained(path: str | Path, model: nn.Module, backbone: str, size: str | None = None, **extra: Any) -> Path:
@@ -178,6 +194,138 @@ def check_backbone_options(backbone: str, options: Mapping[str, Any], source: st
     check_options(options, backbone_config_class(backbone), "backbone_options", source, owner=f"backbone {backbone!r}")
 
 
+# -- transformers towers (meltr.models.hf) ---------------------------------------------------------------------------
+TINY_RANDOM = "tiny-random"
+"""``backbone: {hf: tiny-random, ...}``: tiny random towers built offline from the run's seed."""
+
+TOWER_LAYOUTS: tuple[tuple[str, ...], ...] = (("text", "video"), ("clip",), ("xclip",))
+"""The tower folders a backbone directory holds (as :func:`meltr.models.hf.save_hf_backbone` writes them)."""
+
+
+def check_hf_spec(spec: Mapping[str, Any], source: str = "config") -> None:
+    """Check a transformers backbone spec ``{hf: DIR | tiny-random, ...}`` without building anything.
+
+    ``hf`` is a backbone directory (``text/`` + ``video/``, ``clip/`` or ``xclip/``) or ``tiny-random`` (then ``kind``,
+    one of :data:`meltr.models.hf.TINY_KINDS`, and ``width``, the towers' even hidden size, may be given); every other
+    key is a field of :class:`meltr.models.hf.HFConfig`, checked for name, type and range together with the
+    directory's saved ``meltr_hf.json``.
+
+    Raises:
+        ConfigError: one line naming ``source``, the key and the fix.
+    """
+    from meltr.models.hf import OPTIONS_FILE, TINY_KINDS, HFConfig, tiny_heads
+
+    where = spec.get("hf")
+    if not isinstance(where, str) or not where:
+        raise ConfigError(
+            f"{source}: field 'backbone' must be a backbone name or {{hf: DIR, ...}} / {{hf: {TINY_RANDOM}, ...}}, "
+            f"got {dict(spec)!r}"
+        )
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError(
+            f"{source}: field 'backbone.hf' needs transformers; install the extra: pip install 'meltr[hf]'"
+        )
+    options = {k: v for k, v in spec.items() if k != "hf"}
+    if where == TINY_RANDOM:
+        kind, width = options.pop("kind", "bert+clip"), options.pop("width", 32)
+        if kind not in TINY_KINDS:
+            raise ConfigError(f"{source}: field 'backbone.kind' must be one of {list(TINY_KINDS)}, got {kind!r}")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 2 or width % 2:
+            raise ConfigError(f"{source}: field 'backbone.width' must be an even integer of at least 2, got {width!r}")
+        causal = kind in ("clip", "xclip")
+        settings = tiny_heads(kind, options)
+    else:
+        tiny = sorted({"kind", "width"} & set(options))
+        if tiny:
+            raise ConfigError(
+                f"{source}: field 'backbone.{tiny[0]}' belongs to hf: {TINY_RANDOM}, not to a directory; replace the "
+                f"whole spec, e.g. backbone={{hf: {where}}}"
+            )
+        root = Path(where)
+        layout = next((names for names in TOWER_LAYOUTS if all((root / n).is_dir() for n in names)), None)
+        if layout is None:
+            raise ConfigError(
+                f"{source}: field 'backbone.hf': {root} is not a backbone directory (text/ + video/, clip/ or xclip/, "
+                f"as meltr.models.hf.save_hf_backbone writes); give one, or hf: {TINY_RANDOM}"
+            )
+        saved = root / OPTIONS_FILE
+        try:
+            settings = {**(json.loads(saved.read_text()) if saved.is_file() else {}), **options}
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{source}: field 'backbone.hf': {saved} is not readable JSON ({error})") from None
+        causal = layout != ("text", "video")
+    check_options(options, HFConfig, "backbone", source, owner="the transformers backbone (HFConfig)")
+    try:
+        HFConfig(**settings)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: field 'backbone': {error}") from None
+    if causal and settings.get("mlm", True):
+        raise ConfigError(
+            f"{source}: field 'backbone.mlm': the CLIP-style text tower is causal, so masked language modelling does "
+            "not apply; set mlm: false"
+        )
+
+
+def hf_starting_point(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a transformers backbone spec starts from: its directory and a SHA-256 over every file in it (relative
+    path and content), or ``tiny-random`` (no file: the towers follow from the seed)."""
+    where = spec["hf"]
+    if where == TINY_RANDOM:
+        return {"checkpoint": TINY_RANDOM, "sha256": None}
+    root = Path(where)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return {"checkpoint": str(root), "sha256": digest.hexdigest()}
+
+
+def hf_backbone_for(
+    spec: Mapping[str, Any],
+    *,
+    vocab_size: int,
+    image_size: int,
+    frames: int,
+    special_tokens: Mapping[str, int] | None = None,
+    seed: int = 0,
+    source: str = "config",
+) -> nn.Module:
+    """The :class:`meltr.models.hf.HFVideoText` of a spec checked by :func:`check_hf_spec`, for data with
+    ``vocab_size`` tokens and clips of ``frames`` frames of ``image_size`` pixels.
+
+    The towers never draw from the global random stream (tiny random towers use ``seed`` inside a forked stream;
+    a directory's are loaded), so the new heads are initialised alike from either. The special token ids MLM uses
+    are the data's tokenizer's (``special_tokens``; None: the world's), since the batches carry its ids.
+
+    Raises:
+        ConfigError: the towers cannot be built, or their vocabulary is smaller than the data's.
+    """
+    from meltr.models.hf import HFConfig, HFVideoText, load_towers, tiny_heads, tiny_random_towers
+
+    options = {k: v for k, v in spec.items() if k != "hf"}
+    options.setdefault("special_tokens", None if special_tokens is None else dict(special_tokens))
+    try:
+        if spec["hf"] == TINY_RANDOM:
+            kind, width = options.pop("kind", "bert+clip"), options.pop("width", 32)
+            with torch.random.fork_rng(devices=[]):
+                towers = tiny_random_towers(kind, vocab_size, image_size, frames, width, seed)
+            config = HFConfig(**tiny_heads(kind, options))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                towers, config = load_towers(spec["hf"], **options)
+        model = HFVideoText(**towers, config=config)
+    except (OSError, TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: field 'backbone': {_message(error)}") from None
+    if model.vocab_size < vocab_size:
+        raise ConfigError(
+            f"{source}: field 'backbone.hf': the text tower's vocabulary ({model.vocab_size}) is smaller than the "
+            f"data's tokenizer ({vocab_size}); tokenize with the tower's tokenizer (data.tokenizer: wordpiece for "
+            "BERT towers) or build the towers for this vocabulary"
+        )
+    return model
+
+
 def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -201,10 +349,15 @@ def _message(error: BaseException) -> str:
 
 
 __all__ = [
+    "TINY_RANDOM",
+    "TOWER_LAYOUTS",
     "backbone_config_class",
     "backbone_for",
     "check_backbone_options",
+    "check_hf_spec",
     "checkpoint_file",
+    "hf_backbone_for",
+    "hf_starting_point",
     "load_pretrained",
     "read_backbone_file",
     "save_pretrained",

@@ -10,15 +10,16 @@ A :class:`RunDirectory` is claimed by one process at a time. Claiming it
    one-line error and nothing in the directory changes;
 3. writes those three files, so that a rerun of the same command resumes.
 
-A run that fails before its first :meth:`RunDirectory.save` (of a resumable state) removes what the claim wrote
-(and the directory, if the claim created it and it is empty), so the corrected command can use the same directory.
+A run resumes from its resumable state (``last.pt`` of fine-tuning, ``checkpoint.pt`` of pre-training) or from the
+parts it recorded (:meth:`RunDirectory.record`: an experiment's finished rows and seeds). A run that fails before it
+has either removes what the claim wrote (and the directory, if the claim created it and it is empty), so the
+corrected command can use the same directory.
 Leaving the ``with`` block always releases the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import json
 import logging
@@ -27,17 +28,19 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from meltr._yaml import load as yaml_load
 from meltr.config import plain_data
 from meltr.training.checkpoint import atomic_save
+from meltr.training.loggers import write_rows
 
 logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
+RECORDS = "records"
 CLAIM_FILES = ("run.json", "config.yaml", "start.json")
 
 
@@ -54,6 +57,8 @@ class RunDirectory:
         config: the resolved config, as plain data (saved as ``config.yaml``).
         start: what the run starts from beyond its config (saved as ``start.json``), e.g. a checkpoint's SHA-256.
         info: more facts about the run worth keeping in ``run.json`` (e.g. the primary task); not compared.
+        resumable: the file of the state a rerun resumes from (``last.pt`` for fine-tuning); once it exists, the claim
+            is kept even if the run fails.
     """
 
     def __init__(
@@ -63,8 +68,10 @@ class RunDirectory:
         config: Mapping[str, Any],
         start: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
+        resumable: str = "last.pt",
     ) -> None:
         self.path = Path(path)
+        self.resumable = resumable
         self.recipe = recipe
         self.config = dict(config)
         self.start = dict(start or {})
@@ -81,7 +88,7 @@ class RunDirectory:
 
     def __exit__(self, kind, error, traceback) -> None:
         try:
-            if error is not None and not self.saved:
+            if error is not None and not (self.saved or self.has(self.resumable)):
                 self._withdraw()
         finally:
             self.release()
@@ -101,7 +108,7 @@ class RunDirectory:
         try:
             self._lock()
             self._check_identity()
-            self.saved = self.has("last.pt")
+            self.saved = self.has(self.resumable) or any(self.path.glob(f"{RECORDS}/*.json"))
             self._write_claim()
         except BaseException:
             if self._locked:
@@ -163,14 +170,15 @@ class RunDirectory:
             if previous != plain_data(self.config):
                 changed = _first_difference(previous, plain_data(self.config))
                 raise RunDirectoryError(
-                    f"{saved}: the run directory holds a run of another recipe{changed}; choose another name or "
-                    "out_root (--out), or remove the directory"
+                    f"{saved}: the run directory holds a run of another recipe{changed}; give this run another "
+                    "directory (--out, or name / out_root), or remove that one"
                 )
         saved = self.path / "start.json"
         if saved.exists() and self.start and _read_json(saved).get("sha256") != self.start.get("sha256"):
             raise RunDirectoryError(
                 f"{saved}: the run directory holds a run that started from other weights than "
-                f"{self.start.get('checkpoint')} (the checkpoint was re-made); choose another name or out_root"
+                f"{self.start.get('checkpoint')} (the checkpoint was re-made); give this run another directory, or "
+                "remove that one"
             )
 
     def _write_claim(self) -> None:
@@ -220,6 +228,19 @@ class RunDirectory:
     def write_json(self, name: str, value: Any) -> Path:
         return _write_text(self.path / name, json.dumps(value, indent=1))
 
+    def record(self, key: str, value: Any) -> Path:
+        """Keep a finished part of the run (one table row and seed of an experiment) as ``records/<key>.json``;
+        a rerun reads it back (:meth:`recorded`) instead of redoing the part, and the claim is kept from then on."""
+        (self.path / RECORDS).mkdir(exist_ok=True)
+        path = _write_text(self.path / RECORDS / f"{key}.json", json.dumps(value))
+        self.saved = True
+        return path
+
+    def recorded(self, key: str) -> Any | None:
+        """The value :meth:`record` kept under ``key`` (by this run or an interrupted one), or None."""
+        path = self.path / RECORDS / f"{key}.json"
+        return _read_json_value(path) if path.exists() else None
+
     def rows(self, stem: str, rows: list[dict[str, Any]]) -> None:
         """Write ``rows`` as ``<stem>.csv`` and ``<stem>.json``."""
         write_rows(self.path / stem, rows)
@@ -256,94 +277,6 @@ def _stale(holder: Mapping[str, Any]) -> bool:
     return False
 
 
-# -- metric logging ------------------------------------------------------------------------------------------------
-class MetricLogger(Protocol):
-    """Where a run's rows go: ``log(stream, row)`` adds a row to a stream (``steps``, ``epochs``); ``flush()``
-    makes what was logged durable; ``close()`` ends."""
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class CSVLogger:
-    """Every stream as ``<stream>.csv`` and ``<stream>.json`` in a folder (the figures read them).
-
-    Rows are kept in memory and the files rewritten atomically on :meth:`flush`, so the union of the rows' keys
-    makes the CSV's columns and a crash leaves the files of the last flush.
-    """
-
-    def __init__(self, folder: str | Path, streams: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
-        self.folder = Path(folder)
-        self.streams: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in (streams or {}).items()}
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        self.streams.setdefault(stream, []).append(dict(row))
-
-    def flush(self) -> None:
-        for stream, rows in self.streams.items():
-            write_rows(self.folder / stream, rows)
-
-    def close(self) -> None:
-        self.flush()
-
-
-class LoggingLogger:
-    """Rows of the chosen streams as log lines (``logging``, INFO), e.g. one line per epoch."""
-
-    def __init__(self, streams: tuple[str, ...] = ("epochs",), name: str = "meltr.run") -> None:
-        self.streams, self.logger = streams, logging.getLogger(name)
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        if stream in self.streams:
-            self.logger.info(
-                "%s: %s", stream, " ".join(f"{k}={_short(v)}" for k, v in row.items() if not isinstance(v, list))
-            )
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class MetricLoggers:
-    """Several loggers as one."""
-
-    def __init__(self, *loggers: MetricLogger) -> None:
-        self.loggers = loggers
-
-    def log(self, stream: str, row: Mapping[str, Any]) -> None:
-        for logger_ in self.loggers:
-            logger_.log(stream, row)
-
-    def flush(self) -> None:
-        for logger_ in self.loggers:
-            logger_.flush()
-
-    def close(self) -> None:
-        for logger_ in self.loggers:
-            logger_.close()
-
-
-def write_rows(stem: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as ``stem.csv`` and ``stem.json`` (the union of keys as CSV columns), each atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    temporary = stem.with_suffix(".csv.tmp")
-    with temporary.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(stem.with_suffix(".csv"))
-    temporary = stem.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(rows))
-    temporary.replace(stem.with_suffix(".json"))
-
-
 # -- helpers -------------------------------------------------------------------------------------------------------
 def _write_text(path: Path, text: str) -> Path:
     temporary = path.with_name(f".{path.name}.tmp")
@@ -360,11 +293,15 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    value = _read_json_value(path)
+    return value if isinstance(value, dict) else {}
+
+
+def _read_json_value(path: Path) -> Any:
     try:
-        value = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise RunDirectoryError(f"{path}: unreadable ({error}); remove the directory or choose another") from None
-    return value if isinstance(value, dict) else {}
 
 
 def _first_difference(previous: Any, current: Any) -> str:
@@ -376,18 +313,9 @@ def _first_difference(previous: Any, current: Any) -> str:
     return ""
 
 
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 __all__ = [
-    "CSVLogger",
-    "LoggingLogger",
-    "MetricLogger",
-    "MetricLoggers",
     "RunDirectory",
     "RunDirectoryError",
     "read_lock",
     "read_run_info",
-    "write_rows",
 ]
