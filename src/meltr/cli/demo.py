@@ -44,10 +44,10 @@ meltr demo --toy runs the smallest complete example instead: the helpful / harmf
 (meltr.recipes.toy), in seconds."""
 
 LEARNING_RATES: dict[str, float] = {
-    "single_task": 1e-4,
-    "equal_weight": 3e-4,
-    "meltr": 3e-4,
-    "meltr_official_init": 1e-4,
+    "single_task": 3e-4,
+    "equal_weight": 1e-4,
+    "meltr": 1e-4,
+    "meltr_official_init": 3e-4,
 }
 """Each method's learning rate, chosen among 1e-4 and 3e-4 on the validation split of seed 0 by
 ``meltr demo --methods single_task equal_weight meltr meltr_official_init --seeds 3 --lrs 1e-4 3e-4 --tune-seeds 1``
