@@ -32,6 +32,7 @@ from meltr.contract import concat_task_losses, nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import Backend, jvp
+from meltr.hypergrad.cache import ScopeCache, TrunkRecord
 from meltr.hypergrad.estimators import Estimator
 from meltr.hypergrad.linalg import grad_or_zeros
 from meltr.hypergrad.problem import DEFAULT_REG_WEIGHT
@@ -208,6 +209,12 @@ class AuxiliaryLearner:
             then runs before that optimiser step, at the weights the inner forward saw, and the backends reuse
             that forward's losses and masks (``forward_difference`` then costs one extra forward); the
             hypergradient is the plain path's at those weights and batches, to float rounding.
+        cache_scope_inputs: keep the outputs of the network below the hypergradient scope (the *trunk*: every module
+            with no scoped parameter whose inputs do not depend on the scope) from the first forward pass of a meta
+            step over a batch, and return them in its later passes, which then run through the scope only
+            (:mod:`meltr.hypergrad.cache`). With ``meta_train_batch="current"`` the inner forward is that first
+            pass of the train-side batch. Exact: the hypergradient is the uncached one to float rounding. Needs a
+            scope that leaves some module out (``hypergrad_scope``, or frozen parameters).
         check_finite_every: check the task losses and inner gradients for NaN / inf (and skip such steps) every
             this many steps; 0 never checks (a non-finite step then reaches the weights). Under DDP each check is
             one all-reduce.
@@ -262,6 +269,7 @@ class AuxiliaryLearner:
         track_sensitivity: bool | int = True,
         meta_train_batch: Literal["replay", "current"] = "replay",
         check_finite_every: int = 1,
+        cache_scope_inputs: bool = False,
         seed: int = 0,
         reg_batch: Literal["meta", "train"] = "meta",
         lookahead_every: int = 0,
@@ -342,6 +350,10 @@ class AuxiliaryLearner:
         # the check draws its masks from its own stream: turning it on changes nothing else in the run
         self._lookahead_generator = torch.Generator().manual_seed(seed + 0x10CA)
         self.scope = select_parameters(unwrap(model), hypergrad_scope)
+        if not isinstance(cache_scope_inputs, bool):
+            raise ValueError(f"cache_scope_inputs must be true or false, got {cache_scope_inputs!r}")
+        named = dict(unwrap(model).named_parameters())
+        self.scope_cache = ScopeCache(unwrap(model), [named[n] for n in self.scope]) if cache_scope_inputs else None
         meta_parameters = combiner.meta_parameters()
         self.meta_enabled = bool(meta_parameters)
         if meta_optimizer is None and self.meta_enabled:
@@ -364,7 +376,13 @@ class AuxiliaryLearner:
         early = self._meta_reuses_inner_forward()
         # the generator state the inner forward draws its masks and dropout from, replayed by the meta step
         rng_state = torch.get_rng_state() if early else None
-        stacked = self._inner_forward(batch)
+        record = None
+        if early and self.scope_cache is not None:
+            named = dict(unwrap(self.model).named_parameters())
+            with self.scope_cache.recording([named[n] for n in self.scope]) as record:
+                stacked = self._inner_forward(batch)
+        else:
+            stacked = self._inner_forward(batch)
         check = self.check_finite_every > 0 and self.steps % self.check_finite_every == 0
         bad = nonfinite_tasks(stacked, self.combiner.tasks) if check else []
         losses = self._task_means(stacked)
@@ -398,7 +416,7 @@ class AuxiliaryLearner:
         if early:
             # At the weights of this inner forward, before the optimiser step: its losses are l(w; batch).
             self.replay.append(batch)
-            meta = self.meta_step(batch, train_losses=stacked.detach(), train_rng_state=rng_state)
+            meta = self.meta_step(batch, train_losses=stacked.detach(), train_rng_state=rng_state, train_record=record)
         if not self._optimizer_step(check):
             self._discard_group()
             if self.grad_scaler is not None:
@@ -459,6 +477,7 @@ class AuxiliaryLearner:
         meta_batch: Any,
         train_losses: Tensor | None = None,
         train_rng_state: Tensor | None = None,
+        train_record: TrunkRecord | None = None,
     ) -> tuple[list[Tensor], MetaStats]:
         """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
 
@@ -473,6 +492,7 @@ class AuxiliaryLearner:
                 forward), drawn with the masks of ``train_rng_state``; a backend that needs it takes it as is.
             train_rng_state: the CPU generator state every pass over ``train_batch`` replays (its masks and
                 dropout); default a seed of this meta step.
+            train_record: the trunk record of the pass that computed ``train_losses`` (``cache_scope_inputs``).
         """
         problem = MetaProblem(
             model=unwrap(self.model),
@@ -490,6 +510,8 @@ class AuxiliaryLearner:
             reg_batch=self.reg_batch,
             known_losses={} if train_losses is None else {id(train_batch): train_losses.detach()},
             rng_states={} if train_rng_state is None else {id(train_batch): train_rng_state},
+            scope_cache=self.scope_cache,
+            trunk_records={} if train_record is None else {id(train_batch): train_record},
         )
         seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
         # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
@@ -519,15 +541,17 @@ class AuxiliaryLearner:
         train_batch: Any | None = None,
         train_losses: Tensor | None = None,
         train_rng_state: Tensor | None = None,
+        train_record: TrunkRecord | None = None,
     ) -> MetaStats:
         """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13).
 
-        ``train_batch`` (default: one from the replay buffer), ``train_losses`` and ``train_rng_state`` are those of
-        :meth:`hypergradient`; the meta batch comes from the replay buffer or the meta split.
+        ``train_batch`` (default: one from the replay buffer), ``train_losses``, ``train_rng_state`` and
+        ``train_record`` are those of :meth:`hypergradient`; the meta batch comes from the replay buffer or the meta
+        split.
         """
         train_batch = self.replay.sample() if train_batch is None else train_batch
         meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
-        hypergrad, stats = self.hypergradient(train_batch, meta_batch, train_losses, train_rng_state)
+        hypergrad, stats = self.hypergradient(train_batch, meta_batch, train_losses, train_rng_state, train_record)
         norm = stats.hypergrad_norm
         if not math.isfinite(norm) or not math.isfinite(stats.primary_loss):
             self._handle_nonfinite("meta step: the hypergradient or L_pri is not finite; the combiner is unchanged")

@@ -161,6 +161,11 @@ class FinetuneConfig:
     check_finite_every: int = help_field(
         "Check losses and gradients for NaN/inf (and skip such steps) every N steps; 0: never.", 1
     )
+    cache_scope_inputs: bool = help_field(
+        "Keep the activations below the hypergradient scope from a meta step's first pass over a batch, so that "
+        "its later passes run through the scope only (exact; needs hypergrad_scope).",
+        False,
+    )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -418,6 +423,7 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "track_sensitivity",
     "meta_train_batch",
     "check_finite_every",
+    "cache_scope_inputs",
     "precision",
     "max_grad_norm",
     "accumulate",
