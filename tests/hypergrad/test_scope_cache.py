@@ -147,11 +147,14 @@ def test_the_whole_model_in_scope_is_refused():
         )
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
-@pytest.mark.parametrize("backend", ["jvp", "forward_difference"])
-def test_the_learner_with_the_cache_follows_the_same_trajectory(name, backend):
+@pytest.mark.parametrize(
+    ("name", "backend", "meta_source"),
+    [(n, b, "split") for n in BACKBONES for b in ("jvp", "forward_difference")] + [("violet", "jvp", "next")],
+)
+def test_the_learner_with_the_cache_follows_the_same_trajectory(name, backend, meta_source):
     """``meta_train_batch="current"``: the inner forward records the train-side trunk, the meta step replays it.
-    Inner steps and combiner updates match the learner without the cache to float rounding."""
+    Inner steps and combiner updates match the learner without the cache to float rounding (also with the meta
+    batch taken from the next inner step, whose forward then records the trunk of both sides)."""
     model = backbone(name)
     combiner = combiner_for(model)
     twin_model, twin_combiner = copy.deepcopy(model), copy.deepcopy(combiner)
@@ -159,17 +162,19 @@ def test_the_learner_with_the_cache_follows_the_same_trajectory(name, backend):
 
     def make(m, c, cache):
         return AuxiliaryLearner(
-            m, c, torch.optim.SGD(m.parameters(), lr=1e-2), meta_every=1, meta_source="split", meta_data=[meta],
+            m, c, torch.optim.SGD(m.parameters(), lr=1e-2), meta_every=1, meta_source=meta_source, meta_data=[meta],
             backend=backend, hypergrad_scope="last_blocks(1)", meta_train_batch="current", cache_scope_inputs=cache,
         )  # fmt: skip
 
     learners = make(model, combiner, True), make(twin_model, twin_combiner, False)
-    for step in range(2):
+    for step in range(3 if meta_source == "next" else 2):
         batch = random_batch(batch_size=4, seed=20 + step)
         stats = []
         for learner in learners:
             torch.manual_seed(100 + step)
             stats.append(learner.step(batch))
+        if meta_source == "next" and step == 0:
+            continue
         assert stats[0].meta is not None
         assert stats[0].meta.hypergrad_norm == pytest.approx(stats[1].meta.hypergrad_norm, rel=1e-4)
     for a, b in zip(model.parameters(), twin_model.parameters(), strict=True):

@@ -85,6 +85,9 @@ class MetaProblem:
             records it, the later passes (at other scoped weights) replay it; ``None``: every pass runs in full.
         trunk_records: ``{id(batch): record}``, trunk records of passes a caller already made at the current
             weights with the batch's replayed generator state (the inner step's forward).
+        graph_losses: ``{id(meta_batch): l(w; meta_batch)}`` with its autograd graph, from a forward a caller made
+            at the current weights (the next inner step's, ``meta_source="next"``): ``grad_w L_pri`` is taken
+            through it (the graph is kept for the caller) instead of a forward of its own.
     """
 
     model: nn.Module
@@ -104,6 +107,7 @@ class MetaProblem:
     rng_states: dict[int, Tensor] = field(default_factory=dict)
     scope_cache: ScopeCache | None = None
     trunk_records: dict[int, TrunkRecord] = field(default_factory=dict)
+    graph_losses: dict[int, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -219,7 +223,8 @@ class MetaProblem:
         look-ahead point of the unrolled estimator); the gradient is then with respect to those tensors.
         """
         at = self.params if params is None else list(params)
-        losses = self.task_losses(self.meta_batch, None if params is None else at)
+        shared = self.graph_losses.get(id(self.meta_batch)) if params is None else None
+        losses = self.task_losses(self.meta_batch, None if params is None else at) if shared is None else shared
         if self.reg_batch == "train" and self.reg_weight > 0:
             primary, _, _ = primary_objective(self.combiner, losses, 0.0)
             reg = regulariser(self.combiner, self.task_losses(self.train_batch, None if params is None else at))
@@ -232,7 +237,7 @@ class MetaProblem:
             regulariser=float(reg.detach()),
         )
         targets = at + (self.meta_params if self.direct_term else [])
-        grads = grad_or_zeros(total, targets)
+        grads = grad_or_zeros(total, targets, retain_graph=True if shared is not None else None)
         v, direct = grads[: len(at)], grads[len(at) :]
         if not self.direct_term:
             direct = [torch.zeros_like(p) for p in self.meta_params]

@@ -110,7 +110,9 @@ class FinetuneConfig:
     hypergrad_options: dict[str, Any] = help_field("Options of the estimator.", factory=dict)
     backend: str = help_field("Mixed-term backend (meltr.hypergrad.BACKENDS).", "jvp")
     meta_source: str = help_field(
-        "Meta batches: replay (buffer of training batches) or split (the meta split).", "replay"
+        "Meta batches: replay (buffer of training batches), split (the meta split) or next (the next inner batch, "
+        "whose forward the meta step shares).",
+        "replay",
     )
     meta_every: int = help_field("Inner steps between meta steps.", 3)
     reg_weight: float = help_field(
@@ -245,7 +247,12 @@ class FinetuneConfig:
         check_fields(
             source,
             [
-                ("meta_source", self.meta_source, self.meta_source in ("replay", "split"), "'replay' or 'split'"),
+                (
+                    "meta_source",
+                    self.meta_source,
+                    self.meta_source in ("replay", "split", "next"),
+                    "'replay', 'split' or 'next'",
+                ),
                 ("epochs", self.epochs, self.epochs >= 1, "at least 1"),
                 ("batch_size", self.batch_size, self.batch_size >= 2, "at least 2"),
                 ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, "at least 1"),
@@ -633,7 +640,18 @@ def setup(
     )
     label = checkpoint_label("finetune-state", config.backbone_name, config.size, config.task)
     run = FinetuneRun(
-        config, directory, world, model, combiner, optimizer, learner, None, label, scheduler, device, started=started  # type: ignore[arg-type]
+        config,
+        directory,
+        world,
+        model,
+        combiner,
+        optimizer,
+        learner,
+        None,
+        label,
+        scheduler,
+        device,
+        started=started,  # type: ignore[arg-type]
     )
     last = directory.file("last.pt")
     if last.exists():
