@@ -220,6 +220,10 @@ class AuxiliaryLearner:
             (:mod:`meltr.hypergrad.cache`). With ``meta_train_batch="current"`` the inner forward is that first
             pass of the train-side batch. Exact: the hypergradient is the uncached one to float rounding. Needs a
             scope that leaves some module out (``hypergrad_scope``, or frozen parameters).
+        scope_cosine_every: every this many meta steps, also compute the hypergradient with the full scope (every
+            trainable parameter; same batches, masks and estimator, without the cache) and log its cosine with the
+            scoped one (``meta/scope_cosine``, summarised by ``meltr analyze``); 0 never. Needs ``hypergrad_scope``;
+            each check costs a full-scope hypergradient.
         check_finite_every: check the task losses and inner gradients for NaN / inf (and skip such steps) every
             this many steps; 0 never checks (a non-finite step then reaches the weights). Under DDP each check is
             one all-reduce.
@@ -275,6 +279,7 @@ class AuxiliaryLearner:
         meta_train_batch: Literal["replay", "current"] = "replay",
         check_finite_every: int = 1,
         cache_scope_inputs: bool = False,
+        scope_cosine_every: int = 0,
         seed: int = 0,
         reg_batch: Literal["meta", "train"] = "meta",
         lookahead_every: int = 0,
@@ -366,6 +371,14 @@ class AuxiliaryLearner:
             raise ValueError(f"cache_scope_inputs must be true or false, got {cache_scope_inputs!r}")
         named = dict(unwrap(model).named_parameters())
         self.scope_cache = ScopeCache(unwrap(model), [named[n] for n in self.scope]) if cache_scope_inputs else None
+        self.full_scope = select_parameters(unwrap(model), None)
+        if not isinstance(scope_cosine_every, int) or isinstance(scope_cosine_every, bool) or scope_cosine_every < 0:
+            raise ValueError(f"scope_cosine_every must be 0 (never) or a positive int, got {scope_cosine_every!r}")
+        if scope_cosine_every and self.scope == self.full_scope:
+            raise ValueError(
+                "scope_cosine_every compares a scoped hypergradient with the full one: set hypergrad_scope"
+            )
+        self.scope_cosine_every = scope_cosine_every
         meta_parameters = combiner.meta_parameters()
         self.meta_enabled = bool(meta_parameters)
         if meta_optimizer is None and self.meta_enabled:
@@ -519,6 +532,9 @@ class AuxiliaryLearner:
         meta_losses: Tensor | None = None,
         meta_rng_state: Tensor | None = None,
         meta_record: TrunkRecord | None = None,
+        *,
+        scope: Sequence[str] | None = None,
+        seed: int | None = None,
     ) -> tuple[list[Tensor], MetaStats]:
         """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
 
@@ -536,6 +552,10 @@ class AuxiliaryLearner:
             train_record: the trunk record of the pass that computed ``train_losses`` (``cache_scope_inputs``).
             meta_losses, meta_rng_state, meta_record: the same for the meta batch; ``meta_losses`` keeps its graph
                 (the inner forward's), which gives ``grad_w L_pri`` without a forward and is kept for the caller.
+            scope: parameter names to differentiate through instead of the learner's scope (then without the
+                scope cache).
+            seed: the seed of this meta step's random stream instead of a fresh one from the meta generator (which
+                is then not advanced): the same masks as an earlier call.
         """
         rng_states = {} if meta_rng_state is None else {id(meta_batch): meta_rng_state}
         if train_rng_state is not None:
@@ -549,7 +569,7 @@ class AuxiliaryLearner:
         problem = MetaProblem(
             model=unwrap(self.model),
             combiner=self.combiner,
-            param_names=self.scope,
+            param_names=self.scope if scope is None else list(scope),
             train_batch=train_batch,
             meta_batch=meta_batch,
             reg_weight=self.reg_weight,
@@ -562,11 +582,13 @@ class AuxiliaryLearner:
             reg_batch=self.reg_batch,
             known_losses=known,
             rng_states=rng_states,
-            scope_cache=self.scope_cache,
-            trunk_records=records,
+            scope_cache=self.scope_cache if scope is None else None,
+            trunk_records=records if scope is None else {},
             graph_losses={} if meta_losses is None else {id(meta_batch): meta_losses},
         )
-        seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
+        self._last_meta_seed = seed
         # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
         # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
         # Accelerate's mixed precision wraps the backbone's forward).
@@ -631,6 +653,13 @@ class AuxiliaryLearner:
                 torch.nn.functional.cosine_similarity(flat, self._previous_hypergrad, dim=0)
             )
         self._previous_hypergrad = flat
+        if self.scope_cosine_every and self.meta_steps % self.scope_cosine_every == 0:
+            full, _ = self.hypergradient(
+                train_batch, meta_batch, train_losses, train_rng_state, None, None, meta_rng_state, None,
+                scope=self.full_scope, seed=self._last_meta_seed,
+            )  # fmt: skip
+            reference = torch.cat([g.detach().reshape(-1).double() for g in full])
+            stats.extras["scope_cosine"] = float(torch.nn.functional.cosine_similarity(flat, reference, dim=0))
         check = self.lookahead_every > 0 and self.meta_steps % self.lookahead_every == 0
         if check:
             held_out = self._lookahead.next() if self._lookahead.available else self.replay.sample()

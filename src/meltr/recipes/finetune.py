@@ -168,6 +168,11 @@ class FinetuneConfig:
         "its later passes run through the scope only (exact; needs hypergrad_scope).",
         False,
     )
+    scope_cosine_every: int = help_field(
+        "Every N meta steps also compute the full-scope hypergradient and log its cosine with the scoped one "
+        "(meta/scope_cosine, in meltr analyze); 0: never. Needs hypergrad_scope.",
+        0,
+    )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
     lr: float = help_field("Learning rate of the model (AdamW).", 1e-4)
@@ -281,6 +286,13 @@ class FinetuneConfig:
                     "'replay' or 'current'",
                 ),
                 ("check_finite_every", self.check_finite_every, self.check_finite_every >= 0, "0 (never) or positive"),
+                ("scope_cosine_every", self.scope_cosine_every, self.scope_cosine_every >= 0, "0 (never) or positive"),
+                (
+                    "scope_cosine_every",
+                    self.scope_cosine_every,
+                    not self.scope_cosine_every or self.hypergrad_scope is not None,
+                    "0 without a hypergrad_scope (there is nothing to compare)",
+                ),
                 ("track_sensitivity", self.track_sensitivity, self.track_sensitivity >= 0, "a bool or N >= 0"),
                 ("name", self.name, bool(self.name) and "/" not in self.name, "a non-empty name without '/'"),
                 *[(n, v, v is None or v >= 1, "at least 1 or null") for n, v in optional],
@@ -431,6 +443,7 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "meta_train_batch",
     "check_finite_every",
     "cache_scope_inputs",
+    "scope_cosine_every",
     "precision",
     "max_grad_norm",
     "accumulate",
