@@ -483,9 +483,10 @@ def write(results: dict, output: Path) -> None:
             f"{cosine_of(e):.3f}; in a recipe: `{'`, `'.join(settings)}`. The finetune recipe's default stays "
             f"`backend: jvp`, full scope, replayed batches, logging on ({overhead_text(default_row)}), deliberately: "
             "docs/demo.md's numbers were measured with it; the current-batch option evaluates the hypergradient one "
-            "optimiser step earlier, on the batch just trained on, and its effect on quality (time-to-quality) was "
-            "not measured; and turning the NaN checks off lets a non-finite step reach the weights. Switch after "
-            "measuring quality on your task.\n"
+            "optimiser step earlier, on the batch just trained on, the next-batch option (`meta_source: next`) "
+            "takes the meta batch from the batch about to be trained on instead of a replayed one, and the effect "
+            "of either on quality (time-to-quality) was not measured; and turning the NaN checks off lets a "
+            "non-finite step reach the weights. Switch after measuring quality on your task.\n"
         )
     else:
         add("No measured option reached cosine >= 0.9 with an epoch row here; the recipe's default is unchanged.\n")
@@ -616,7 +617,7 @@ about 1.3 training steps, so a compute-bound epoch cannot show less than about +
 the scope, the backward for `v` stops at the scope, but the meta batch's forward and the perturbed forward still run
 through the whole backbone (about two thirds of a training step): +15% needs those two forwards gone too, i.e.
 activations cached at the scope boundary (the perturbed forward then starts there) and the meta batch's forward
-shared with an inner step. Neither is implemented here (see below). The paper's +4.9% (and +14-25% for the
+shared with an inner step: the two options of the second round (below). The paper's +4.9% (and +14-25% for the
 Hessian-based estimators) must come from an epoch dominated by something else (data loading, feature extraction,
 evaluation) or from rarer meta steps. Here the data are in memory and only compute is timed. In the last full run
 the ordering of the paper held for AID-FP-Lite being the cheapest exact scheme and ITD (Meta-Weight-Net) costing
@@ -632,6 +633,34 @@ combiner moves every weight outside the scope; the accuracy table gives its cosi
 scope. Use it when the meta step dominates (large backbones, frequent meta steps, Hessian-based estimators) and the
 cosine is high enough; keep the full scope when the identity step is cheap enough.
 
+**Activations cached at the scope boundary** (`cache_scope_inputs: true`, `meltr.hypergrad.cache`). Every pass of
+a meta step over one batch differs from the others only in the scoped weights, so whatever depends neither on them
+nor on anything computed from them (the *trunk*) is the same in all passes. The option records, in the first pass
+over a batch (with `meta_train_batch: current`: the inner forward itself), the outputs of the trunk modules (the
+largest submodules without a scoped parameter) whose inputs do not depend on the scope, read off the autograd graph,
+with the CPU generator state after each; later passes (the perturbed forward of `forward_difference`, the
+forward-mode pass of `jvp`, the second forward of central differences, the unrolled estimator's look-ahead forward)
+return them instead of running the modules and restore the generator state, so masks and dropout are the recording
+pass's. The hypergradient is the uncached one to float rounding (tests/hypergrad/test_scope_cache.py: UniVL and
+VIOLET, every backend, Neumann and the unrolled estimator, learner trajectories). It works for any backbone that
+calls its blocks as modules and makes the same calls in every pass (else a one-line error names the option); how much
+it saves depends on the wiring. Single-stream backbones (VIOLET, All-in-one) run only their last block(s) and heads
+in a later pass. UniVL's cross encoder and decoder read the text and video encoders' last blocks, which
+`last_blocks(1)` scopes, so they are recomputed: on the reference backbone (text encoder 2 blocks, video encoder 1,
+cross encoder 2, decoder 2) the cache skips the embeddings, the frame stem and the text encoder's first block only.
+
+**The meta batch as the next inner batch** (`meta_source: next`). The meta step due after an optimiser step waits
+for the next call of `AuxiliaryLearner.step`: right after that step's inner forward it takes `grad_w L_pri` through
+that forward's graph (no forward of its own for the meta batch), updates the combiner, and the inner step goes on
+with the updated combiner, as it would have. With `meta_train_batch: current` the train-side batch is that batch
+too, so a meta step then needs no forward of the backbone besides the perturbed one (through the scope only, with
+the cache): a scoped backward, one perturbed forward, the combiner. The hypergradient is the plain one on that batch
+at those weights (tests/hypergrad/test_meta_batch_next.py), but its batches are not the replayed ones: the meta
+batch is the batch about to be trained on (not held out; with `current`, the same batch on both sides of the
+bi-level problem), a different estimator of the same quantity whose effect on quality (time-to-quality) was not
+measured here. The epoch rows with it hold one meta step per period like the others (the first one is due at the
+start).
+
 **Finite differences in float32.** The error of a central difference is truncation `O(e^2)` plus float32 rounding of
 the losses divided by the step. These losses bend sharply along the primary gradient (temperature-scaled contrastive
 losses, vocabulary-sized softmaxes), so the first default step `fd_scale = 1e-3` was far outside the linear regime
@@ -646,11 +675,12 @@ the combiner's fixed cost (the MELTR transformer over B x T loss tokens) weighs 
 finite-difference backend also builds a perturbed copy of the weights per forward, which shows once the weights are
 large against the batch's activations (batch 8 at ~100M parameters).
 
-**Not done in this round** (issue 21): the Hessian-vector product route of Neumann and CG is still the double
-backward for every backend (a forward-over-reverse or finite-difference-of-gradients route was not measured, so
-`neumann:jvp` is still slower than Betty's and TorchOpt's Neumann in the last full run); activations are not cached
-at the scope boundary; the meta batch is never the next inner batch; time-to-quality on the demo recipe was not
-measured; the size sweep was not re-run for the new options.
+**Not done** (issue 21): the Hessian-vector product route of Neumann and CG is still the double backward for every
+backend (a forward-over-reverse or finite-difference-of-gradients route was not measured, so `neumann:jvp` is still
+slower than Betty's and TorchOpt's Neumann in the last full run); time-to-quality on the demo recipe was not
+measured; the size sweep was not re-run for the new options. The cosine between the scoped and the full
+hypergradient on a training run (rather than on this benchmark's problem) is logged by `scope_cosine_every: N` and
+summarised by `meltr analyze`.
 
 **Betty and TorchOpt.** Both are used through their public APIs on the same problem (benchmarks/_hypergrad_peers.py).
 Betty's `darts` needs a forward with graph and a backward to phi at each of `w +- e v` with an absolute step
