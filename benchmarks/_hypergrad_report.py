@@ -694,6 +694,16 @@ recomputes the optimality condition `grad_w L_aux` once for the Hessian products
 
 
 NEW_START, NEW_END = "<!-- new-rows:start -->", "<!-- new-rows:end -->"
+NEW_TAG = "(second round, `--new-rows`)"
+
+
+def doc_cosine(text: str, method: str) -> float:
+    """The cosine of ``method`` to the full identity hypergradient in a report's accuracy table (nan if absent)."""
+    prefix = f"| {describe(method)} | `meltr:identity:double_backward` |"
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rstrip(" |").split("|")[-1])
+    return float("nan")
 
 
 def epoch_row(result: dict) -> dict:
@@ -761,9 +771,67 @@ def write_new_rows(results: dict, output: Path) -> None:
             for e in missing
         )
         add(f"\nNot measured (the run was stopped before them): {names}.")
+    text = output.read_text()
+    every = config["meta_every"]
+    rows = [epoch_row(r) for r in results["epoch"].values() if "meltr_step_s" in r]
+    rows = [r for r in rows if r["entry"]["meta_every"] == every]
+    for r in rows:
+        r["cosine"] = doc_cosine(text, r["entry"]["method"])
+
+    def text_of(row: dict | None) -> str:
+        if row is None:
+            return "none measured"
+        p = row["periods"]
+        span = f" [{100 * min(p):+.0f}% to {100 * max(p):+.0f}%]" if len(p) > 1 else ""
+        e = row["entry"]
+        return (
+            f"`{e['method'].removeprefix('meltr:')}` ({describe_options(e.get('options', {}))}): "
+            f"{100 * row['overhead']:+.1f}% (per meta period: median {100 * statistics.median(p):+.0f}%{span}), "
+            f"cosine {row['cosine']:.3f}"
+        )
+
+    def fastest(scoped: bool) -> dict | None:
+        pool = [r for r in rows if r["cosine"] >= 0.9 and (len(r["entry"]["method"].split(":")) > 3) == scoped]
+        return min(pool, key=lambda r: r["overhead"]) if pool else None
+
+    def reference(method: str, options: dict) -> dict | None:
+        return next((r for r in rows if r["entry"]["method"] == method and r["entry"].get("options", {}) == options),
+                    None)  # fmt: skip
+
+    best_scoped, best_unscoped = fastest(True), fastest(False)
+    default = reference("meltr:identity:jvp", {})
+    before = reference(
+        "meltr:identity:forward_difference:last1",
+        {"meta_train_batch": "current", "track_sensitivity": False, "check_finite_every": 0},
+    )
+    targets = [
+        f"| epoch overhead of the recipe's default at meta_every={every} <= 15% {NEW_TAG} | {text_of(default)} | "
+        f"{'yes' if default and default['overhead'] <= 0.15 else 'no'} |",
+        f"| epoch overhead of the fastest scoped option with cosine >= 0.9 at meta_every={every} <= 15% (moonshot "
+        f"<= 5%) {NEW_TAG} | {text_of(best_scoped)}; the first round's fastest in the same run: {text_of(before)} | "
+        f"{'yes' if best_scoped and best_scoped['overhead'] <= 0.15 else 'no'} |",
+        f"| epoch overhead of the fastest unscoped identity option at meta_every={every} <= 40% {NEW_TAG} | "
+        f"{text_of(best_unscoped)} | {'yes' if best_unscoped and best_unscoped['overhead'] <= 0.40 else 'no'} |",
+    ]
+    if best_scoped is not None:
+        e = best_scoped["entry"]
+        settings = [f"backend: {e['method'].split(':')[2]}", "hypergrad_scope: last_blocks(1)"]
+        settings += [f"{k}: {str(v).lower()}" for k, v in sorted(e.get("options", {}).items())]
+        add(
+            f"\nThe fastest option of this run at meta_every={every} with cosine >= 0.9 is "
+            f"{text_of(best_scoped)}; in a recipe: `{'`, `'.join(settings)}`. The finetune recipe's default is "
+            'unchanged (see "The default a recipe gets"): the current- and next-batch options change which batches '
+            "the meta step sees and when (the cache changes nothing), and their effect on quality (time-to-quality) "
+            "was not measured."
+        )
     add(NEW_END)
     section = "\n".join(lines) + "\n"
-    text = output.read_text()
+    kept = [line for line in text.splitlines() if NEW_TAG not in line]
+    anchor_row = "| epoch overhead of the fastest unscoped identity option"
+    at = next((i for i, line in enumerate(kept) if line.startswith(anchor_row)), None)
+    if at is not None:
+        kept[at + 1 : at + 1] = targets
+    text = "\n".join(kept) + "\n"
     if NEW_START in text:
         head, rest = text.split(NEW_START, 1)
         text = head + rest.split(NEW_END, 1)[1].lstrip("\n")

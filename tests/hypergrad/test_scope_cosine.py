@@ -53,6 +53,7 @@ def test_the_logged_cosine_is_the_cosine_to_the_plain_full_hypergradient():
     torch.manual_seed(5)
     stats = learner.step(batch)
     cosine = stats.meta.extras["scope_cosine"]
+    assert stats.as_dict()["meta/scope_cosine"] == cosine  # the column of steps.json that meltr analyze reads
     # the plain full-scope learner at the weights of that meta step (after the inner step), with the combiner
     # before it, drawing the same first seed from its meta generator
     full_learner = make(copy.deepcopy(model), combiner_before, meta)

@@ -14,7 +14,8 @@ whose tensor inputs do not depend on ``w_S`` in that pass. The dependence is rea
 recording pass (an input depends on ``w_S`` iff its graph reaches a scoped leaf), so a trunk module fed by a scoped
 one (UniVL's cross encoder after the text encoder's last block) is recomputed: the result is exact whatever the
 wiring. Each cached call also keeps the CPU generator state after it; a later pass restores that state where it
-skips the call, so the random masks and dropout drawn after it are the recording pass's, as without the cache.
+skips the call, so the random masks and dropout drawn after it are the recording pass's, as without the cache (the
+CPU generator, the one the meta step's passes replay; a device generator is replayed by neither).
 
 Requirements (checked, with a one-line error naming the option): every pass over a batch makes the same sequence of
 trunk-module calls with inputs of the same shapes (no data-dependent control flow across passes); the cached
