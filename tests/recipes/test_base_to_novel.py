@@ -256,7 +256,22 @@ def test_the_cli_end_to_end(tmp_path, capsys):
     pytest.importorskip("peft")
     markdown, table = tmp_path / "adapters.md", tmp_path / "adapters.csv"
     arguments = ["--train-clips", "96", "--test-clips", "48", "--shots", "2", "--steps", "3", "--batch-size", "8"]
-    code = main(["adapt", "--seeds", "0", "1", *arguments, "--markdown", str(markdown), "--csv", str(table)])
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "adapt",
+            "--seeds",
+            "0",
+            "1",
+            *arguments,
+            "--markdown",
+            str(markdown),
+            "--csv",
+            str(table),
+            "--runs",
+            str(runs),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     for method in METHODS.values():
@@ -266,5 +281,6 @@ def test_the_cli_end_to_end(tmp_path, capsys):
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * len(METHODS)
     text = markdown.read_text()
-    assert REPORT_BEGIN in text and "OMP_NUM_THREADS=1 meltr adapt --seeds 0 1" in text
-    assert "--steps 3" in text and f"--csv {table}" in text
+    # The report's command lists every option from the resolved config, so that it re-runs this exact table.
+    assert REPORT_BEGIN in text and "OMP_NUM_THREADS=1 meltr adapt " in text and "--seeds 0 1 " in text
+    assert "--steps 3" in text and f"--csv {table}" in text and f"--runs {runs}" in text

@@ -19,7 +19,7 @@ Batch keys (``B`` clips, ``F`` frames, ``L`` tokens, ``S`` audio samples):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -150,7 +150,29 @@ class SamplePlan:
         return clip, int(self._questions[first + question_rank])
 
 
-class WorldDataset(Dataset):
+class PlannedDataset(Dataset):
+    """A dataset over one split whose samples a :class:`SamplePlan` picks: what the world's
+    :class:`WorldDataset` and a dataset on disk's :class:`~meltr.data.formats.corpus.CorpusDataset` share.
+
+    Args:
+        split: the split (``len``, ``qa_offsets``, ``qa_types``).
+        **choices: the plan's ``caption``, ``qa``, ``qa_types``, ``seed``, ``epoch`` (as :class:`WorldDataset`'s)
+            and ``questions`` (:class:`SamplePlan`).
+    """
+
+    def __init__(self, split: Any, **choices: Any) -> None:
+        self.split = split
+        self.plan = SamplePlan(len(split), split.qa_offsets, split.qa_types, **choices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other captions and questions (``"random"`` modes) from now on."""
+        self.plan.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+class WorldDataset(PlannedDataset):
     """One sample per clip of a split (or per question with ``qa="all"``).
 
     Args:
@@ -176,25 +198,8 @@ class WorldDataset(Dataset):
         seed: int = 0,
         epoch: int = 0,
     ) -> None:
-        self.split = split
-        self.plan = SamplePlan(
-            len(split),
-            split.qa_offsets,
-            split.qa_types,
-            caption=caption,
-            qa=qa,
-            qa_types=qa_types,
-            seed=seed,
-            epoch=epoch,
-        )
+        super().__init__(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch)
         self.qa_types = None if qa_types is None else tuple(qa_types)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw other captions and questions (``"random"`` modes) from now on."""
-        self.plan.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         split = self.split
@@ -252,6 +257,69 @@ def split_loader(
         drop_last=drop_last,
         num_workers=num_workers,
     )
+
+
+class ServedSplits:
+    """Named splits served as datasets and loaders: what the synthetic :class:`~meltr.data.world.World` and a
+    dataset read from disk (:class:`~meltr.data.formats.corpus.Corpus`) share.
+
+    A subclass sets ``splits`` and defines ``dataset(split, *, caption, qa, qa_types, seed, epoch, **options)``;
+    ``num_workers`` is the loaders' default number of worker processes.
+    """
+
+    splits: dict[str, Any]
+    num_workers: int = 0
+
+    def __getitem__(self, split: str) -> Any:
+        if split not in self.splits:
+            raise KeyError(f"unknown split {split!r}; choose one of: {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int = 32,
+        *,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+        caption: str | int | None = None,
+        qa: str | int | None = None,
+        qa_types: Sequence[str] | None = None,
+        drop_last: bool = False,
+        num_workers: int | None = None,
+        **options: Any,
+    ) -> DataLoader:
+        """A ``DataLoader`` of batches (dicts of tensors, see :func:`collate`).
+
+        The order (when shuffled) and the caption / question of each clip depend only on ``(seed, epoch)``:
+        make one loader per epoch with ``epoch=e`` for fresh draws.
+
+        Args:
+            split: which split.
+            batch_size: clips per batch.
+            shuffle: shuffle the clips; default everywhere but on the test split.
+            seed: seed of the order and of the caption / question draws.
+            epoch: the epoch, mixed into the seed.
+            caption, qa, qa_types: see :meth:`dataset`.
+            drop_last: drop the last incomplete batch.
+            num_workers: worker processes of the ``DataLoader`` (default :attr:`num_workers`).
+            **options: the dataset's own options (a corpus's ``train``: training-time video sampling).
+        """
+        dataset = self.dataset(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch, **options)
+        return split_loader(
+            dataset,
+            split,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=epoch,
+            drop_last=drop_last,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+        )
+
+    def _sizes(self) -> str:
+        return ", ".join(f"{name}={len(split)}" for name, split in self.splits.items())
 
 
 def collate(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -49,21 +49,9 @@ EVENT_KINDS: tuple[str, ...] = (
 
 REPEATED_KINDS: frozenset[str] = frozenset({"jump", "blink", "shake"})
 
-EVENT_CLASSES: tuple[str, ...] = (
-    "move_left",
-    "move_right",
-    "move_up",
-    "move_down",
-    "turn",
-    "grow",
-    "shrink",
-    "appear",
-    "vanish",
-    "jump",
-    "blink",
-    "shake",
-)
-"""The clip label: the class of the first event of the clip's subject (12 classes)."""
+EVENT_CLASSES: tuple[str, ...] = (*(f"move_{d}" for d in DIRECTIONS), *(k for k in EVENT_KINDS if k != "move"))
+"""The clip label: the class of the first event of the clip's subject (12 classes): ``move`` split by its direction
+(``move_left``, ``move_right``, ``move_up``, ``move_down``), then the other kinds in :data:`EVENT_KINDS`' order."""
 
 QA_TYPES: tuple[str, ...] = ("action", "transition", "frame", "open")
 """QA sub-tasks: TGIF-QA Action (which repeated action / how many times), Transition (what happens before or

@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from meltr.data.config import SPLITS, WorldConfig
-from meltr.data.dataset import WorldDataset, default_choice, split_loader
+from meltr.data.dataset import ServedSplits, WorldDataset, default_choice
 from meltr.data.language import Annotation, annotate, scene_facts
 from meltr.data.lexicon import ANSWER_INDEX, QA_TYPES
 from meltr.data.render import render_audio, render_videos
@@ -109,10 +108,11 @@ class WorldSplit:
         return np.array([c.annotation.sentiment for c in self.clips], dtype=np.float32)
 
 
-class World:
+class World(ServedSplits):
     """A generated world: its config, tokenizer and splits.
 
-    Build it with :func:`make_world`; read it through :meth:`dataset` and :meth:`loader`.
+    Build it with :func:`make_world`; read it through :meth:`dataset` and :meth:`loader` (from
+    :class:`~meltr.data.dataset.ServedSplits`); ``world["train"]`` is a split.
 
     Attributes:
         config: what generated it.
@@ -124,14 +124,6 @@ class World:
         self.config = config
         self.tokenizer = tokenizer
         self.splits = splits
-
-    def __getitem__(self, split: str) -> WorldSplit:
-        return self._split(split)
-
-    def _split(self, split: str) -> WorldSplit:
-        if split not in self.splits:
-            raise KeyError(f"unknown split {split!r}; choose one of: {', '.join(self.splits)}")
-        return self.splits[split]
 
     def dataset(
         self,
@@ -149,7 +141,7 @@ class World:
         (drawn per ``(seed, epoch, index)``) elsewhere.
         """
         return WorldDataset(
-            self._split(split),
+            self[split],
             caption=default_choice(split, caption),
             qa=default_choice(split, qa),
             qa_types=qa_types,
@@ -157,50 +149,8 @@ class World:
             epoch=epoch,
         )
 
-    def loader(
-        self,
-        split: str,
-        batch_size: int = 32,
-        *,
-        shuffle: bool | None = None,
-        seed: int = 0,
-        epoch: int = 0,
-        caption: str | int | None = None,
-        qa: str | int | None = None,
-        qa_types: Sequence[str] | None = None,
-        drop_last: bool = False,
-        num_workers: int = 0,
-    ) -> DataLoader:
-        """A ``DataLoader`` of batches (dicts of tensors, see :func:`~meltr.data.dataset.collate`).
-
-        The order (when shuffled) and the caption / question of each clip depend only on ``(seed, epoch)``:
-        make one loader per epoch with ``epoch=e`` for fresh draws.
-
-        Args:
-            split: which split.
-            batch_size: clips per batch.
-            shuffle: shuffle the clips; default everywhere but on the test split.
-            seed: seed of the order and of the caption / question draws.
-            epoch: the epoch, mixed into the seed.
-            caption, qa, qa_types: see :meth:`dataset`.
-            drop_last: drop the last incomplete batch.
-            num_workers: worker processes of the ``DataLoader``.
-        """
-        dataset = self.dataset(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch)
-        return split_loader(
-            dataset,
-            split,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            epoch=epoch,
-            drop_last=drop_last,
-            num_workers=num_workers,
-        )
-
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{name}={len(split)}" for name, split in self.splits.items())
-        return f"World({sizes}, vocab_size={self.tokenizer.vocab_size}, seed={self.config.seed})"
+        return f"World({self._sizes()}, vocab_size={self.tokenizer.vocab_size}, seed={self.config.seed})"
 
 
 def make_world(config: WorldConfig | None = None, progress: bool = False, **overrides) -> World:

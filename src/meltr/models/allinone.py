@@ -19,10 +19,17 @@ from torch import Tensor, nn
 
 from meltr.config import check_flag, check_positive, check_probability, help_field, preset_config
 from meltr.models.base import BACKBONES, require
-from meltr.models.layers import PatchEmbedding, TextEmbedding, TokenPredictionHead, Transformer, init_weights
-from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
+from meltr.models.layers import TokenPredictionHead, init_weights
+from meltr.models.layout import TokenLayout
 from meltr.models.losses import binary_matching_loss, masked_token_loss, symmetric_info_nce
-from meltr.models.masking import mask_tokens, other_samples_of_same_clip, sample_negatives, special_tokens
+from meltr.models.masking import (
+    mask_text,
+    other_samples_of_same_clip,
+    sample_negatives,
+    special_tokens,
+    special_tokens_field,
+)
+from meltr.models.single_stream import SINGLE_STREAM_SITES, SINGLE_STREAM_SIZES, add_single_stream
 
 ALLINONE_TASKS: tuple[str, ...] = ("vtm", "mlm", "vtc")
 
@@ -71,11 +78,7 @@ class AllInOneConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption may have.", 64)
-    special_tokens: dict[str, int] = help_field(
-        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
-        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
-        factory=dict,
-    )
+    special_tokens: dict[str, int] = special_tokens_field()
     text_mask_prob: float = help_field("Share of the text tokens masked for MLM.", 0.15)
     roll_fraction: float = help_field(
         "Share of a frame's patch tokens rolled forward in time before each block (as many again backward); "
@@ -90,19 +93,7 @@ class AllInOneConfig:
     def __post_init__(self) -> None:
         self.special_tokens = special_tokens(self.special_tokens)
         check_flag(self, "hard_negatives")
-        check_positive(
-            self,
-            "vocab_size",
-            "dim",
-            "num_heads",
-            "ff_dim",
-            "layers",
-            "image_size",
-            "patch_size",
-            "channels",
-            "max_frames",
-            "max_text_len",
-        )
+        check_positive(self, *SINGLE_STREAM_SIZES)
         check_probability(self, "dropout", "text_mask_prob", "roll_fraction")
         if self.temperature <= 0:
             raise ValueError(f"AllInOneConfig.temperature must be positive, got {self.temperature}")
@@ -147,17 +138,12 @@ class AllInOne(nn.Module):
     tasks: tuple[str, ...] = ALLINONE_TASKS
     retrieval_loss = "vtc"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
     matching_loss = "vtm"  # the loss scored by the cross encoder (match_score)
-    adapter_sites = (AdapterSite("encoder", "mixed"),)
+    adapter_sites = SINGLE_STREAM_SITES
 
     def __init__(self, config: AllInOneConfig | None = None) -> None:
         super().__init__()
-        self.token_layouts = TokenLayouts()
         self.config = c = config or AllInOneConfig()
-        self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
-        self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
-        self.frame_token = nn.Parameter(torch.randn(c.dim) * 0.02)
-        self.modality_embedding = nn.Embedding(2, c.dim)
-        self.encoder = Transformer(c.dim, c.layers, c.num_heads, c.ff_dim, c.dropout)
+        add_single_stream(self, c, visual_token="frame_token")
         self.pooler = nn.Linear(c.dim, c.dim)
         self.vtm_head = nn.Linear(c.dim, 1)
         self.mlm_head = TokenPredictionHead(c.dim, c.vocab_size)
@@ -226,9 +212,7 @@ class AllInOne(nn.Module):
         text, text_mask = batch["text"], batch["text_mask"].bool()
         size = text.shape[0]
         clip_id = batch.get("clip_id")
-        masked_text, text_selected = mask_tokens(
-            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
-        )
+        masked_text, text_selected = mask_text(text, text_mask, c, generator)
         visual = self._visual(batch)
         similarity = self._text_vector(text, text_mask) @ self._video_vector(visual).t()
         hard = similarity / c.temperature if c.hard_negatives else None

@@ -8,9 +8,13 @@ point and need the losses to be the same function each time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from meltr.config import help_field
 
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = 0, 1, 2, 3, 4
 """Special token ids shared with the synthetic world (``meltr.data``)."""
@@ -39,6 +43,16 @@ def special_tokens(values: dict[str, int] | None) -> dict[str, int]:
     if bad:
         raise ValueError(f"special_tokens: bad entries {bad}; give non-negative ints for {list(SPECIAL_TOKEN_NAMES)}")
     return merged
+
+
+def special_tokens_field() -> Any:
+    """The ``special_tokens`` field of a backbone config (normalise it with :func:`special_tokens` in the config's
+    ``__post_init__``)."""
+    return help_field(
+        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
+        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
+        factory=dict,
+    )
 
 
 def sample_positions(
@@ -113,6 +127,16 @@ def mask_tokens(
     masked = torch.where(selected & (action < mask_fraction), torch.full_like(tokens, ids["mask"]), tokens)
     replace = selected & (action >= mask_fraction) & (action < mask_fraction + random_fraction)
     return torch.where(replace, random_tokens, masked), selected
+
+
+def mask_text(
+    tokens: Tensor, token_mask: Tensor, config: Any, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`mask_tokens` as a backbone masks its text: with its config's ``vocab_size``, ``text_mask_prob`` and
+    ``special_tokens``."""
+    return mask_tokens(
+        tokens, config.vocab_size, config.text_mask_prob, token_mask, generator, special=config.special_tokens
+    )
 
 
 def mask_frames(

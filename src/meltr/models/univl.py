@@ -36,10 +36,11 @@ from meltr.models.layout import AdapterSite
 from meltr.models.losses import frame_nce, masked_token_loss, pair_matching_loss, symmetric_info_nce
 from meltr.models.masking import (
     mask_frames,
-    mask_tokens,
+    mask_text,
     other_samples_of_same_clip,
     sample_negatives,
     special_tokens,
+    special_tokens_field,
 )
 
 FRAME_STEMS: tuple[str, ...] = ("patch_mean", "conv", "conv_pool", "features")
@@ -89,11 +90,7 @@ class UniVLConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption or transcript may have.", 64)
-    special_tokens: dict[str, int] = help_field(
-        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
-        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
-        factory=dict,
-    )
+    special_tokens: dict[str, int] = special_tokens_field()
     text_mask_prob: float = help_field("Share of the text tokens masked for CMLM and the M-losses (UniVL: 0.15).", 0.15)
     frame_mask_prob: float = help_field("Share of the frames masked for CMFM and the M-losses (UniVL: 0.15).", 0.15)
     temperature: float = help_field("Temperature of Align's InfoNCE over cosine similarities.", 0.05)
@@ -404,9 +401,7 @@ class UniVL(nn.Module):
         )
         size, length = text.shape
         clip_id = batch.get("clip_id")
-        masked_text, text_selected = mask_tokens(
-            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
-        )
+        masked_text, text_selected = mask_text(text, text_mask, c, generator)
         masked_video, frame_selected = mask_frames(video, c.frame_mask_prob, generator, eligible=video_mask)
         exclude = other_samples_of_same_clip(clip_id, size, text.device)
 
@@ -430,9 +425,7 @@ class UniVL(nn.Module):
         transcript_states = transcript_mask = None
         if c.caption_from_transcript:
             transcript, transcript_mask = batch["transcript"], batch["transcript_mask"].bool()
-            masked_transcript, _ = mask_tokens(
-                transcript, c.vocab_size, c.text_mask_prob, transcript_mask, generator, special=c.special_tokens
-            )
+            masked_transcript, _ = mask_text(transcript, transcript_mask, c, generator)
             transcript_mask = torch.cat([transcript_mask, transcript_mask])
             transcript_states = self._text_states(torch.cat([transcript, masked_transcript]), transcript_mask)
         memory, memory_mask = self._cross(

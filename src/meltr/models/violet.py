@@ -17,23 +17,18 @@ from torch import Tensor, nn
 
 from meltr.config import check_flag, check_positive, check_probability, help_field, preset_config
 from meltr.models.base import BACKBONES, require
-from meltr.models.layers import (
-    PatchEmbedding,
-    TextEmbedding,
-    TokenPredictionHead,
-    Transformer,
-    init_weights,
-    patchify,
-)
-from meltr.models.layout import AdapterSite, TokenLayout, TokenLayouts
+from meltr.models.layers import TokenPredictionHead, init_weights, patchify
+from meltr.models.layout import TokenLayout
 from meltr.models.losses import masked_token_loss, pair_matching_loss, symmetric_info_nce
 from meltr.models.masking import (
-    mask_tokens,
+    mask_text,
     other_samples_of_same_clip,
     sample_negatives,
     sample_positions,
     special_tokens,
+    special_tokens_field,
 )
+from meltr.models.single_stream import SINGLE_STREAM_SITES, SINGLE_STREAM_SIZES, add_single_stream
 
 VIOLET_TASKS: tuple[str, ...] = ("vtm", "mlm", "mvm")
 
@@ -99,11 +94,7 @@ class VioletConfig:
     channels: int = help_field("Colour channels of a frame.", 3)
     max_frames: int = help_field("Most frames a clip may have.", 64)
     max_text_len: int = help_field("Most tokens a caption may have.", 64)
-    special_tokens: dict[str, int] = help_field(
-        "Special token ids of the tokenizer (pad, cls, sep, mask, unk, first_regular); missing ones are the "
-        "world tokenizer's. Give a real-text tokenizer's, e.g. WordPieceTokenizer().special_ids.",
-        factory=dict,
-    )
+    special_tokens: dict[str, int] = special_tokens_field()
     text_mask_prob: float = help_field("Share of the text tokens masked for MLM.", 0.15)
     patch_mask_prob: float = help_field("Share of the visual tokens masked for MVM.", 0.15)
     codebook_size: int = help_field("Codes of the fixed patch quantiser (DALL-E: 8192).", 256)
@@ -131,21 +122,7 @@ class VioletConfig:
             raise ValueError("VioletConfig.hard_negatives draws negatives by VTC's similarity; set contrastive=true")
         if not self.temperature > 0:
             raise ValueError(f"VioletConfig.temperature must be positive, got {self.temperature!r}")
-        check_positive(
-            self,
-            "vocab_size",
-            "dim",
-            "num_heads",
-            "ff_dim",
-            "layers",
-            "image_size",
-            "patch_size",
-            "channels",
-            "max_frames",
-            "max_text_len",
-            "codebook_size",
-            "codebook_grid",
-        )
+        check_positive(self, *SINGLE_STREAM_SIZES, "codebook_size", "codebook_grid")
         check_probability(self, "dropout", "text_mask_prob", "patch_mask_prob")
 
 
@@ -179,17 +156,12 @@ class Violet(nn.Module):
     tasks: tuple[str, ...] = VIOLET_TASKS
     retrieval_loss = "vtm"  # the primary loss of text-to-video retrieval (MELTR Sec. 5)
     matching_loss = "vtm"  # the loss scored by the cross encoder (match_score)
-    adapter_sites = (AdapterSite("encoder", "mixed"),)
+    adapter_sites = SINGLE_STREAM_SITES
 
     def __init__(self, config: VioletConfig | None = None) -> None:
         super().__init__()
-        self.token_layouts = TokenLayouts()
         self.config = c = config or VioletConfig()
-        self.text_embedding = TextEmbedding(c.vocab_size, c.dim, c.max_text_len)
-        self.patch_embedding = PatchEmbedding(c.dim, c.image_size, c.patch_size, c.channels, c.max_frames)
-        self.visual_mask_token = nn.Parameter(torch.randn(c.dim) * 0.02)
-        self.modality_embedding = nn.Embedding(2, c.dim)
-        self.encoder = Transformer(c.dim, c.layers, c.num_heads, c.ff_dim, c.dropout)
+        add_single_stream(self, c, visual_token="visual_mask_token")
         self.mlm_head = TokenPredictionHead(c.dim, c.vocab_size)
         self.mvm_head = nn.Sequential(
             nn.Linear(c.dim, c.dim), nn.GELU(), nn.LayerNorm(c.dim), nn.Linear(c.dim, c.codebook_size)
@@ -234,9 +206,7 @@ class Violet(nn.Module):
         text, text_mask, video = batch["text"], batch["text_mask"].bool(), self._video(batch)
         size, length = text.shape
         frames, patches = video.shape[1], self.patch_embedding.num_patches
-        masked_text, text_selected = mask_tokens(
-            text, c.vocab_size, c.text_mask_prob, text_mask, generator, special=c.special_tokens
-        )
+        masked_text, text_selected = mask_text(text, text_mask, c, generator)
         eligible = torch.ones(size, frames * patches, dtype=torch.bool, device=text.device)
         patch_selected = sample_positions(eligible, c.patch_mask_prob, generator)
         clip_id = batch.get("clip_id")

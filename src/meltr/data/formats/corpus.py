@@ -19,9 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
-from meltr.data.dataset import SamplePlan, default_choice, mix_seed, split_loader
+from meltr.data.dataset import PlannedDataset, ServedSplits, default_choice, mix_seed
 
 
 class TextTokenizer(Protocol):
@@ -162,7 +161,7 @@ class CorpusSplit:
         return tuple(keys)
 
 
-class CorpusDataset(Dataset):
+class CorpusDataset(PlannedDataset):
     """One sample per clip of a corpus split (or per question with ``qa="all"``), drawn like
     :class:`~meltr.data.dataset.WorldDataset`: the same ``(seed, epoch, index)`` gives the same caption and
     question, so a world exported to disk and read back yields the world's own batches.
@@ -187,26 +186,11 @@ class CorpusDataset(Dataset):
     ) -> None:
         if split.source is None:
             raise ValueError(f"split {split.name} has no video source; read the corpus with its videos or features")
-        self.split = split
         self.train = bool(train)
         self.keys = split.keys()
-        self.plan = SamplePlan(
-            len(split),
-            split.qa_offsets,
-            split.qa_types,
-            caption=caption,
-            qa=qa,
-            qa_types=qa_types,
-            seed=seed,
-            epoch=epoch,
-            questions="answer" in self.keys,
+        super().__init__(
+            split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch, questions="answer" in self.keys
         )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.plan.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         split, plan = self.split, self.plan
@@ -251,7 +235,7 @@ def carve_meta(count: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(rng.permutation(count)[: round(fraction * count)])
 
 
-class Corpus:
+class Corpus(ServedSplits):
     """A benchmark read from disk, served like :class:`~meltr.data.world.World`.
 
     Attributes:
@@ -283,11 +267,6 @@ class Corpus:
         self.report = tuple(report)
         self.num_workers = num_workers
 
-    def __getitem__(self, split: str) -> CorpusSplit:
-        if split not in self.splits:
-            raise KeyError(f"unknown split {split!r}; choose one of: {', '.join(self.splits)}")
-        return self.splits[split]
-
     def dataset(
         self,
         split: str,
@@ -312,41 +291,10 @@ class Corpus:
             train=split == "train" if train is None else train,
         )
 
-    def loader(
-        self,
-        split: str,
-        batch_size: int = 32,
-        *,
-        shuffle: bool | None = None,
-        seed: int = 0,
-        epoch: int = 0,
-        caption: str | int | None = None,
-        qa: str | int | None = None,
-        qa_types: Sequence[str] | None = None,
-        drop_last: bool = False,
-        num_workers: int | None = None,
-        train: bool | None = None,
-    ) -> DataLoader:
-        """A ``DataLoader`` over ``split``, with :meth:`World.loader <meltr.data.world.World.loader>`'s arguments
-        and order (the same ``(seed, epoch)`` shuffles the same way), plus ``train`` (video sampling)."""
-        dataset = self.dataset(split, caption=caption, qa=qa, qa_types=qa_types, seed=seed, epoch=epoch, train=train)
-        workers = self.num_workers if num_workers is None else num_workers
-        return split_loader(
-            dataset,
-            split,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            epoch=epoch,
-            drop_last=drop_last,
-            num_workers=workers,
-        )
-
     def warn(self) -> None:
         """Issue every line of :attr:`report` as a warning."""
         for line in self.report:
             warnings.warn(line, stacklevel=2)
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{name}={len(split)}" for name, split in self.splits.items())
-        return f"Corpus({self.config.format}: {sizes}, vocab_size={self.tokenizer.vocab_size})"
+        return f"Corpus({self.config.format}: {self._sizes()}, vocab_size={self.tokenizer.vocab_size})"
