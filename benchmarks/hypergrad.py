@@ -5,6 +5,9 @@ TorchOpt, on the UniVL-style backbone; Table 8 of MELTR as overhead per epoch; a
     python benchmarks/hypergrad.py --key-rows  # the rows of the cheap identity meta steps only (~1 h on a loaded
                                                # machine); the other rows are carried over, marked, from the last
                                                # full run's report (PREVIOUS_FULL_RUN in git)
+    python benchmarks/hypergrad.py --new-rows  # the epochs of this round's reuse options (cache at the scope
+                                               # boundary, meta batch = next inner batch) beside two reference
+                                               # rows, spliced into the report as a section of its own
     python benchmarks/hypergrad.py --quick     # a ~2-minute smoke version on a small backbone (same code paths)
 
 The script creates ``.bench-venv`` in the repository root on first use (torch, TorchOpt, Betty: the pins of
@@ -79,6 +82,8 @@ FORWARD_FD_SCALES = (1e-4, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 SCOPES = ("last1", "last2", "head")  # named scopes whose cosine to the full hypergradient is measured
 QUIET = {"track_sensitivity": False, "check_finite_every": 0}  # no logging-only work in the inner step
 REUSE = {"meta_train_batch": "current"}
+CACHE = {"cache_scope_inputs": True}  # the trunk below the scope recorded once per batch and replayed (exact)
+NEXT = {"meta_source": "next"}  # the meta batch is the next inner batch, its forward shared
 # The commit whose docs/hypergrad-benchmark.md holds the last full run: --key-rows carries its other rows over.
 PREVIOUS_FULL_RUN = "a9d770e"
 KEY_GRID = (
@@ -92,12 +97,43 @@ KEY_GRID = (
     "betty:darts",
 )
 KEY = {**FULL, "key_rounds": 4, "rounds": 3, "epoch_steps": 12, "key_only": True}
+NEW = {**KEY, "new_only": True}
+
+
+def reuse_rows(every: int, others: tuple[int, ...] = (1, 10)) -> list[dict]:
+    """The epochs of the reuse options of issue 21's second round, each on top of the fastest options before it
+    (current train-side batch, no logging-only work): the cache at the scope boundary, the meta batch taken from the
+    next inner step, both; full scope where the option allows it."""
+    quiet = {**REUSE, **QUIET}
+    scoped = "meltr:identity:forward_difference:last1"
+    rows = []
+    for at in (every, *others):
+        rows += [
+            {"method": scoped, "meta_every": at, "options": {**quiet, **CACHE}},
+            {"method": scoped, "meta_every": at, "options": {**quiet, **CACHE, **NEXT}},
+            {"method": "meltr:identity:forward_difference", "meta_every": at, "options": {**quiet, **NEXT}},
+        ]
+    rows.append({"method": "meltr:identity:jvp:last1", "meta_every": every, "options": {**quiet, **CACHE}})
+    return rows
+
+
+def new_plan(config: dict) -> list[dict]:
+    """``--new-rows``: the reuse rows at the recipe's meta_every first, with the recipe's default and the previous
+    fastest option measured in the same run for a side-by-side comparison."""
+    every = config["meta_every"]
+    first = [
+        {"method": "meltr:identity:jvp", "meta_every": every},
+        {"method": "meltr:identity:forward_difference:last1", "meta_every": every, "options": {**REUSE, **QUIET}},
+    ]
+    return first + reuse_rows(every)
 
 
 def epoch_plan(config: dict) -> list[dict]:
     """The Table 8 epochs: the five estimators at the recipe's ``meta_every``, then the identity estimator's options
     (backend, reuse of the inner forward, no logging-only work), full and scoped, at ``meta_every`` 1, 3 and 10."""
     every = config["meta_every"]
+    if config.get("new_only"):
+        return new_plan(config)
     if config.get("key_only"):
         fast = {"method": "meltr:identity:forward_difference", "options": {**REUSE, **QUIET}}
         fast_scoped = {**fast, "method": "meltr:identity:forward_difference:last1"}
@@ -114,7 +150,7 @@ def epoch_plan(config: dict) -> list[dict]:
         for other in (1, 10):
             plan += [{"method": "meltr:identity:jvp", "meta_every": other}, {**fast, "meta_every": other}]
             plan.append({**fast_scoped, "meta_every": other})
-        return plan
+        return plan + reuse_rows(every)
     plan = [{"method": f"meltr:{e}:jvp", "meta_every": every} for e in ESTIMATORS]
     plan += [{"method": "meltr:identity:double_backward", "meta_every": every}]
     if config.get("smoke"):
@@ -129,7 +165,7 @@ def epoch_plan(config: dict) -> list[dict]:
             plan.append({"method": f"meltr:identity:jvp{scope}", "meta_every": other})
             plan.append({**fast, "meta_every": other})
     plan.append({"method": "meltr:identity:jvp", "meta_every": every, "options": QUIET})
-    return plan
+    return plan + reuse_rows(every)
 
 
 def epoch_steps(config: dict, every: int) -> int:
@@ -262,7 +298,7 @@ def run_all(config: dict, threads: int, raw_path: Path, resume: bool = False) ->
     start = time.perf_counter() - results.get("wall_s", 0.0)
     with open(raw_path.with_suffix(".log.jsonl"), "a" if previous is not None else "w") as log:
         print("meta steps on the reference backbone", flush=True)
-        for method in grid_methods():
+        for method in [] if config.get("new_only") else grid_methods():
             if config.get("key_only") and method not in KEY_GRID:
                 continue
             if "ratios" in results["grid"].get(method, {}):
@@ -283,7 +319,9 @@ def run_all(config: dict, threads: int, raw_path: Path, resume: bool = False) ->
         out = raw_path.parent / "accuracy"
         common = {"kind": "accuracy", "batch": config["accuracy_batch"], "size": config["size"]}
         files = [str(out) + "-32.pt", str(out) + "-64.pt"]
-        if results.get("accuracy_files") != files or not all(Path(f).exists() for f in files):
+        if config.get("new_only"):
+            pass  # the reuse options are exact: their hypergradients are the accuracy table's rows
+        elif results.get("accuracy_files") != files or not all(Path(f).exists() for f in files):
             results["accuracy_stats"] = run_job({**common, "methods": float32, "out": files[0]}, threads, log)
             run_job({**common, "methods": references, "out": files[1], "float64": True}, threads, log)
             results["accuracy_files"] = files  # compared by the report
@@ -331,6 +369,12 @@ def main() -> None:
         "from the last full run's report, marked",
     )
     parser.add_argument(
+        "--new-rows",
+        action="store_true",
+        help="measure only the epochs of the reuse options (cache_scope_inputs, meta_source: next) and two reference "
+        "rows; splice them into the existing report as a section",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run: keep the rows its raw results hold"
     )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last raw results")
@@ -341,7 +385,8 @@ def main() -> None:
     results_dir = BENCH_VENV / "results"
     # The smoke run's report stays out of docs/: its numbers are for a toy backbone.
     output = args.output or (results_dir / "quick.md" if args.quick else DOC)
-    raw_path = results_dir / ("quick.json" if args.quick else "key.json" if args.key_rows else "full.json")
+    name = "quick" if args.quick else "new" if args.new_rows else "key" if args.key_rows else "full"
+    raw_path = results_dir / f"{name}.json"
 
     ensure_bench_venv()  # every measurement runs in a subprocess of .bench-venv; this process plans and reports
     raw_path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,9 +394,9 @@ def main() -> None:
         results = json.loads(raw_path.read_text())  # fails early without a previous run
         results.setdefault("load_after", os.getloadavg())  # an interrupted run's raw results end early
     else:
-        config = QUICK if args.quick else KEY if args.key_rows else FULL
+        config = QUICK if args.quick else NEW if args.new_rows else KEY if args.key_rows else FULL
         results = run_all(config, args.threads, raw_path, resume=args.resume)
-    if results["config"].get("key_only"):
+    if results["config"].get("key_only") and not results["config"].get("new_only"):
         results["previous"] = previous_rows()
     raw_path.write_text(json.dumps(results, indent=1))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")]))

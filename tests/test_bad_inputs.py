@@ -147,7 +147,9 @@ CASES = {
         "holds a finetune run",
     ),
     "adapt into a finetune run": (
-        ["adapt", "--seeds", "0", "--methods", "zero_shot", "--runs", "runs/tiny"], 2, "holds a finetune run"
+        ["adapt", "--seeds", "0", "--methods", "zero_shot", "--runs", "runs/tiny"],
+        2,
+        "holds a finetune run",
     ),
     "harmonize into a finetune run": (["harmonize", "--runs", "runs/tiny", "--out", "h.md"], 2, "holds a finetune run"),
     "world preview bad override": (["world", "preview", "colour=1", "--out", "w"], 2, "unknown field 'colour'"),

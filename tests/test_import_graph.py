@@ -127,7 +127,6 @@ def test_models_import_nothing_above_them():
     assert {m: t for m, t in offenders.items() if t} == {}
 
 
-
 def test_no_import_cycle_between_modules():
     assert find_cycle(GRAPH) is None
 

@@ -32,6 +32,7 @@ from meltr.contract import concat_task_losses, nonfinite_tasks
 from meltr.distributed import all_reduce_mean, any_process, original_forward, unwrap
 from meltr.hypergrad import BACKENDS, ESTIMATORS, MetaProblem, build_estimator
 from meltr.hypergrad.backends import Backend, jvp
+from meltr.hypergrad.cache import ScopeCache, TrunkRecord
 from meltr.hypergrad.estimators import Estimator
 from meltr.hypergrad.linalg import grad_or_zeros
 from meltr.hypergrad.problem import DEFAULT_REG_WEIGHT
@@ -191,7 +192,12 @@ class AuxiliaryLearner:
         backend: how the mixed term is computed: a backend function or the name of one in
             :data:`~meltr.hypergrad.BACKENDS` (``double_backward``, ``jvp``, ``finite_difference``).
         meta_source: ``"replay"`` draws meta batches from the replay buffer of recent training batches (the official
-            code); ``"split"`` draws them from ``meta_data``, a held-out meta split.
+            code); ``"split"`` draws them from ``meta_data``, a held-out meta split; ``"next"`` takes the next inner
+            batch: the meta step due after an optimiser step runs in the next call of :meth:`step`, right after its
+            inner forward, whose graph gives ``grad_w L_pri`` (no forward of its own for the meta batch), and before
+            its combined loss (so that inner step uses the updated combiner, as usual). The hypergradient is the
+            plain one on that batch at those weights (the masks of the inner forward); its statistics come with
+            that step's. Needs :meth:`step`, one process, ``accumulate=1`` and ``precision="32"``.
         meta_data: iterable of meta batches (re-iterated when exhausted), for ``meta_source="split"``.
         replay_size: capacity of the replay buffer (official: 10).
         direct_term: include the regulariser's direct ``d/dphi`` term; ``False`` reproduces the official code.
@@ -208,6 +214,16 @@ class AuxiliaryLearner:
             then runs before that optimiser step, at the weights the inner forward saw, and the backends reuse
             that forward's losses and masks (``forward_difference`` then costs one extra forward); the
             hypergradient is the plain path's at those weights and batches, to float rounding.
+        cache_scope_inputs: keep the outputs of the network below the hypergradient scope (the *trunk*: every module
+            with no scoped parameter whose inputs do not depend on the scope) from the first forward pass of a meta
+            step over a batch, and return them in its later passes, which then run through the scope only
+            (:mod:`meltr.hypergrad.cache`). With ``meta_train_batch="current"`` the inner forward is that first
+            pass of the train-side batch. Exact: the hypergradient is the uncached one to float rounding. Needs a
+            scope that leaves some module out (``hypergrad_scope``, or frozen parameters).
+        scope_cosine_every: every this many meta steps, also compute the hypergradient with the full scope (every
+            trainable parameter; same batches, masks and estimator, without the cache) and log its cosine with the
+            scoped one (``meta/scope_cosine``, summarised by ``meltr analyze``); 0 never. Needs ``hypergrad_scope``;
+            each check costs a full-scope hypergradient.
         check_finite_every: check the task losses and inner gradients for NaN / inf (and skip such steps) every
             this many steps; 0 never checks (a non-finite step then reaches the weights). Under DDP each check is
             one all-reduce.
@@ -251,7 +267,7 @@ class AuxiliaryLearner:
         hypergrad: str | Estimator = "identity",
         hypergrad_options: Mapping[str, Any] | None = None,
         backend: str | Backend = jvp,
-        meta_source: Literal["replay", "split"] = "replay",
+        meta_source: Literal["replay", "split", "next"] = "replay",
         meta_data: Iterable[Any] | None = None,
         replay_size: int = 10,
         direct_term: bool = True,
@@ -262,6 +278,8 @@ class AuxiliaryLearner:
         track_sensitivity: bool | int = True,
         meta_train_batch: Literal["replay", "current"] = "replay",
         check_finite_every: int = 1,
+        cache_scope_inputs: bool = False,
+        scope_cosine_every: int = 0,
         seed: int = 0,
         reg_batch: Literal["meta", "train"] = "meta",
         lookahead_every: int = 0,
@@ -288,8 +306,15 @@ class AuxiliaryLearner:
             raise ValueError(f"meta_every must be at least 1, got {meta_every}")
         if reg_weight < 0:
             raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
-        if meta_source not in ("replay", "split"):
-            raise ValueError(f"meta_source must be 'replay' or 'split', got {meta_source!r}")
+        if meta_source not in ("replay", "split", "next"):
+            raise ValueError(f"meta_source must be 'replay', 'split' or 'next', got {meta_source!r}")
+        if meta_source == "next" and (
+            accumulate != 1 or precision != "32" or isinstance(model, DistributedDataParallel)
+        ):
+            raise ValueError(
+                "meta_source='next' needs accumulate=1, precision='32' and one process (it reuses the inner "
+                "forward's graph); use meta_source='replay'"
+            )
         if meta_source == "split" and meta_data is None:
             raise ValueError("meta_source='split' needs meta_data, an iterable of held-out meta batches")
         if reg_batch not in ("meta", "train"):
@@ -342,6 +367,18 @@ class AuxiliaryLearner:
         # the check draws its masks from its own stream: turning it on changes nothing else in the run
         self._lookahead_generator = torch.Generator().manual_seed(seed + 0x10CA)
         self.scope = select_parameters(unwrap(model), hypergrad_scope)
+        if not isinstance(cache_scope_inputs, bool):
+            raise ValueError(f"cache_scope_inputs must be true or false, got {cache_scope_inputs!r}")
+        named = dict(unwrap(model).named_parameters())
+        self.scope_cache = ScopeCache(unwrap(model), [named[n] for n in self.scope]) if cache_scope_inputs else None
+        self.full_scope = select_parameters(unwrap(model), None)
+        if not isinstance(scope_cosine_every, int) or isinstance(scope_cosine_every, bool) or scope_cosine_every < 0:
+            raise ValueError(f"scope_cosine_every must be 0 (never) or a positive int, got {scope_cosine_every!r}")
+        if scope_cosine_every and self.scope == self.full_scope:
+            raise ValueError(
+                "scope_cosine_every compares a scoped hypergradient with the full one: set hypergrad_scope"
+            )
+        self.scope_cosine_every = scope_cosine_every
         meta_parameters = combiner.meta_parameters()
         self.meta_enabled = bool(meta_parameters)
         if meta_optimizer is None and self.meta_enabled:
@@ -353,6 +390,7 @@ class AuxiliaryLearner:
         self.skipped_steps = 0
         self.skipped_meta_steps = 0
         self.overflow_steps = 0  # fp16 steps the grad scaler skipped
+        self.meta_pending = False  # meta_source="next": a meta step is due at the next inner forward
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def step(self, batch: Any) -> StepStats:
@@ -362,15 +400,37 @@ class AuxiliaryLearner:
         if not self._group:
             self.optimizer.zero_grad(set_to_none=True)
         early = self._meta_reuses_inner_forward()
+        pending = self.meta_pending and self.meta_enabled
         # the generator state the inner forward draws its masks and dropout from, replayed by the meta step
-        rng_state = torch.get_rng_state() if early else None
-        stacked = self._inner_forward(batch)
+        rng_state = torch.get_rng_state() if early or pending else None
+        record = None
+        if (early or pending) and self.scope_cache is not None:
+            named = dict(unwrap(self.model).named_parameters())
+            with self.scope_cache.recording([named[n] for n in self.scope]) as record:
+                stacked = self._inner_forward(batch)
+        else:
+            stacked = self._inner_forward(batch)
         check = self.check_finite_every > 0 and self.steps % self.check_finite_every == 0
         bad = nonfinite_tasks(stacked, self.combiner.tasks) if check else []
         losses = self._task_means(stacked)
         if check and any_process(bool(bad)):
             self._discard_group()
             return self._skip(losses, bad or ["(another process)"], what="task loss")
+        next_meta = None
+        if pending:
+            # the meta step due after the last optimiser step, with this batch as its meta batch, at these weights
+            self.meta_pending = False
+            current = self.meta_train_batch == "current"
+            next_meta = self.meta_step(
+                batch if current else None,
+                train_losses=stacked.detach() if current else None,
+                train_rng_state=rng_state if current else None,
+                train_record=record if current else None,
+                meta_batch=batch,
+                meta_losses=stacked,
+                meta_rng_state=rng_state,
+                meta_record=record,
+            )
         combined = self.combiner(stacked)
         self._group.append(batch)
         last = len(self._group) == self.accumulate
@@ -386,7 +446,7 @@ class AuxiliaryLearner:
             self.backward(scaled)
         for p in self.combiner.parameters():
             p.grad = None  # phi is learned by meta steps only
-        stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()))
+        stats = StepStats(step=self.steps, losses=losses, combined=float(combined.detach()), meta=next_meta)
         if self.track_sensitivity and self.steps % int(self.track_sensitivity) == 0:
             sensitivity = self.combiner.sensitivity(stacked.detach())
             if sensitivity.dim() == 2:
@@ -398,20 +458,22 @@ class AuxiliaryLearner:
         if early:
             # At the weights of this inner forward, before the optimiser step: its losses are l(w; batch).
             self.replay.append(batch)
-            meta = self.meta_step(batch, train_losses=stacked.detach(), train_rng_state=rng_state)
+            meta = self.meta_step(batch, train_losses=stacked.detach(), train_rng_state=rng_state, train_record=record)
         if not self._optimizer_step(check):
             self._discard_group()
             if self.grad_scaler is not None:
                 stats.skipped, stats.nonfinite = True, ["(fp16 overflow)"]
                 return stats
             return self._skip(losses, ["(gradient)"], what="gradient")
-        stats.meta = self._close_group(meta_done=early, meta=meta)
+        closed = self._close_group(meta_done=early, meta=meta)
+        stats.meta = closed if closed is not None else next_meta
         return stats
 
     def _meta_reuses_inner_forward(self) -> bool:
         """Whether the optimiser step under way ends with a meta step that reuses its inner forward."""
         return (
             self.meta_train_batch == "current"
+            and self.meta_source != "next"
             and self.meta_enabled
             and self.accumulate == 1
             and self.precision == "32"
@@ -425,6 +487,10 @@ class AuxiliaryLearner:
         The loop back-propagates the returned loss (scaled as it likes), steps its optimiser, and then calls
         :meth:`after_optimizer_step`; the micro-batches seen in between form that step's replay group.
         """
+        if self.meta_source == "next":
+            raise RuntimeError(
+                "meta_source='next' reuses the inner forward inside step(); use step(), not inner_loss()"
+            )
         self.steps += 1
         stacked = self._inner_forward(batch)
         self._group.append(batch)
@@ -450,6 +516,9 @@ class AuxiliaryLearner:
             return meta
         self.replay.append(group)
         if self.meta_enabled and self.inner_steps % self.meta_every == 0:
+            if self.meta_source == "next":
+                self.meta_pending = True
+                return None
             return self.meta_step(group if self.meta_train_batch == "current" else None)
         return None
 
@@ -459,6 +528,13 @@ class AuxiliaryLearner:
         meta_batch: Any,
         train_losses: Tensor | None = None,
         train_rng_state: Tensor | None = None,
+        train_record: TrunkRecord | None = None,
+        meta_losses: Tensor | None = None,
+        meta_rng_state: Tensor | None = None,
+        meta_record: TrunkRecord | None = None,
+        *,
+        scope: Sequence[str] | None = None,
+        seed: int | None = None,
     ) -> tuple[list[Tensor], MetaStats]:
         """The estimated ``dL_pri/dphi`` (one tensor per meta parameter) and its statistics, changing nothing.
 
@@ -473,11 +549,27 @@ class AuxiliaryLearner:
                 forward), drawn with the masks of ``train_rng_state``; a backend that needs it takes it as is.
             train_rng_state: the CPU generator state every pass over ``train_batch`` replays (its masks and
                 dropout); default a seed of this meta step.
+            train_record: the trunk record of the pass that computed ``train_losses`` (``cache_scope_inputs``).
+            meta_losses, meta_rng_state, meta_record: the same for the meta batch; ``meta_losses`` keeps its graph
+                (the inner forward's), which gives ``grad_w L_pri`` without a forward and is kept for the caller.
+            scope: parameter names to differentiate through instead of the learner's scope (then without the
+                scope cache).
+            seed: the seed of this meta step's random stream instead of a fresh one from the meta generator (which
+                is then not advanced): the same masks as an earlier call.
         """
+        rng_states = {} if meta_rng_state is None else {id(meta_batch): meta_rng_state}
+        if train_rng_state is not None:
+            rng_states[id(train_batch)] = train_rng_state
+        known = {} if meta_losses is None else {id(meta_batch): meta_losses.detach()}
+        if train_losses is not None:
+            known[id(train_batch)] = train_losses.detach()
+        records = {} if meta_record is None else {id(meta_batch): meta_record}
+        if train_record is not None:
+            records[id(train_batch)] = train_record
         problem = MetaProblem(
             model=unwrap(self.model),
             combiner=self.combiner,
-            param_names=self.scope,
+            param_names=self.scope if scope is None else list(scope),
             train_batch=train_batch,
             meta_batch=meta_batch,
             reg_weight=self.reg_weight,
@@ -488,10 +580,15 @@ class AuxiliaryLearner:
             lookahead_lr=float(self.optimizer.param_groups[0]["lr"]),
             fd_scale=self.fd_scale,
             reg_batch=self.reg_batch,
-            known_losses={} if train_losses is None else {id(train_batch): train_losses.detach()},
-            rng_states={} if train_rng_state is None else {id(train_batch): train_rng_state},
+            known_losses=known,
+            rng_states=rng_states,
+            scope_cache=self.scope_cache if scope is None else None,
+            trunk_records=records if scope is None else {},
+            graph_losses={} if meta_losses is None else {id(meta_batch): meta_losses},
         )
-        seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (), generator=self.meta_generator))
+        self._last_meta_seed = seed
         # The math attention kernel is the one with double backward and forward-mode AD on CPU in torch; meta
         # steps run in full precision even inside a loop that autocasts (Lightning's bf16-mixed wraps the step,
         # Accelerate's mixed precision wraps the backbone's forward).
@@ -519,15 +616,31 @@ class AuxiliaryLearner:
         train_batch: Any | None = None,
         train_losses: Tensor | None = None,
         train_rng_state: Tensor | None = None,
+        train_record: TrunkRecord | None = None,
+        meta_batch: Any | None = None,
+        meta_losses: Tensor | None = None,
+        meta_rng_state: Tensor | None = None,
+        meta_record: TrunkRecord | None = None,
     ) -> MetaStats:
         """One meta step: ``phi <- meta-optimiser step on the estimated dL_pri/dphi`` (Eq. 13).
 
-        ``train_batch`` (default: one from the replay buffer), ``train_losses`` and ``train_rng_state`` are those of
-        :meth:`hypergradient`; the meta batch comes from the replay buffer or the meta split.
+        ``train_batch`` (default: one from the replay buffer), ``train_losses``, ``train_rng_state`` and
+        ``train_record`` are those of :meth:`hypergradient`, and so are ``meta_losses``, ``meta_rng_state`` and
+        ``meta_record`` for ``meta_batch`` (default: from the replay buffer or the meta split).
         """
         train_batch = self.replay.sample() if train_batch is None else train_batch
-        meta_batch = self.replay.sample() if self.meta_source == "replay" else self._next_meta_batch()
-        hypergrad, stats = self.hypergradient(train_batch, meta_batch, train_losses, train_rng_state)
+        if meta_batch is None:
+            meta_batch = self.replay.sample() if self.meta_source != "split" else self._next_meta_batch()
+        hypergrad, stats = self.hypergradient(
+            train_batch,
+            meta_batch,
+            train_losses,
+            train_rng_state,
+            train_record,
+            meta_losses,
+            meta_rng_state,
+            meta_record,
+        )
         norm = stats.hypergrad_norm
         if not math.isfinite(norm) or not math.isfinite(stats.primary_loss):
             self._handle_nonfinite("meta step: the hypergradient or L_pri is not finite; the combiner is unchanged")
@@ -540,6 +653,13 @@ class AuxiliaryLearner:
                 torch.nn.functional.cosine_similarity(flat, self._previous_hypergrad, dim=0)
             )
         self._previous_hypergrad = flat
+        if self.scope_cosine_every and self.meta_steps % self.scope_cosine_every == 0:
+            full, _ = self.hypergradient(
+                train_batch, meta_batch, train_losses, train_rng_state, None, None, meta_rng_state, None,
+                scope=self.full_scope, seed=self._last_meta_seed,
+            )  # fmt: skip
+            reference = torch.cat([g.detach().reshape(-1).double() for g in full])
+            stats.extras["scope_cosine"] = float(torch.nn.functional.cosine_similarity(flat, reference, dim=0))
         check = self.lookahead_every > 0 and self.meta_steps % self.lookahead_every == 0
         if check:
             held_out = self._lookahead.next() if self._lookahead.available else self.replay.sample()
@@ -625,7 +745,15 @@ class AuxiliaryLearner:
             "meta_optimizer": None if self.meta_optimizer is None else self.meta_optimizer.state_dict(),
             "counters": {
                 k: getattr(self, k)
-                for k in ("steps", "inner_steps", "meta_steps", "skipped_steps", "skipped_meta_steps", "overflow_steps")
+                for k in (
+                    "steps",
+                    "inner_steps",
+                    "meta_steps",
+                    "skipped_steps",
+                    "skipped_meta_steps",
+                    "overflow_steps",
+                    "meta_pending",
+                )
             },
             "replay_generator": self.replay.generator.get_state(),
             "meta_generator": self.meta_generator.get_state(),

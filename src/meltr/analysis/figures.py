@@ -133,9 +133,11 @@ def write_meta_signal(steps: list[dict[str, Any]], folder: Path) -> list[Path]:
         "look-ahead gain (held-out primary loss before - after)": "meta/lookahead/gain",
         "cosine of successive hypergradients": "meta/hypergrad_cosine_prev",
     }
+    if any(isinstance(r.get("meta/scope_cosine"), int | float) for r in steps):
+        series["cosine of the scoped to the full hypergradient"] = "meta/scope_cosine"
     if not any(isinstance(r.get(key), int | float) for r in steps for key in series.values()):
         return paths
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    figure, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 3.8))
     for axis, (title, key) in zip(axes, series.items(), strict=True):
         points = [(r["step"], r[key]) for r in steps if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
         if points:

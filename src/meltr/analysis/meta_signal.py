@@ -7,7 +7,10 @@ Two signals are logged by :class:`~meltr.learner.AuxiliaryLearner`:
   combiner after the update against before it (``gain = before - after``, positive when the step helped), and the
   cosine of each step direction with the held-out primary gradient;
 - ``meta/hypergrad_cosine_prev``: the cosine between successive hypergradients. Near 0, successive meta steps
-  point in unrelated directions and the meta-gradient is mostly noise; consistently positive, they agree.
+  point in unrelated directions and the meta-gradient is mostly noise; consistently positive, they agree;
+- ``meta/scope_cosine`` (every ``scope_cosine_every`` meta steps, with a ``hypergrad_scope``): the cosine between the
+  scoped hypergradient the run used and the full-scope one at the same weights, batches and masks: the fidelity the
+  scope costs on this run.
 
 A meta step that helps no more often than chance (a two-sided sign test on the gains) is indistinguishable from
 noise on this run.
@@ -50,7 +53,9 @@ def meta_signal(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         ``meta_steps``; ``lookahead_checks``, ``lookahead_helped`` (the share of checks with a positive gain),
         ``lookahead_gain`` and ``lookahead_gain_se`` (mean and its standard error), ``lookahead_p`` (sign test),
         ``lookahead_cos_change`` (mean of cos_after - cos_before); ``hypergrad_cosine`` and
-        ``hypergrad_cosine_se`` (mean cosine of successive hypergradients). NaN where the run logged nothing.
+        ``hypergrad_cosine_se`` (mean cosine of successive hypergradients); ``scope_checks``, ``scope_cosine``,
+        ``scope_cosine_se`` and ``scope_cosine_min`` (the scoped against the full hypergradient). NaN where the run
+        logged nothing.
     """
     rows = list(steps)
     meta_rows = [r for r in rows if isinstance(r.get("meta/hypergrad_norm"), int | float)]
@@ -64,6 +69,8 @@ def meta_signal(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     helped = sum(g > 0 for g in gains)
     gain, gain_se = _mean_and_error(gains)
     cosine, cosine_se = _mean_and_error(_finite(rows, "meta/hypergrad_cosine_prev"))
+    scope = _finite(rows, "meta/scope_cosine")
+    scope_cosine, scope_cosine_se = _mean_and_error(scope)
     return {
         "meta_steps": float(len(meta_rows)),
         "lookahead_checks": float(len(gains)),
@@ -74,6 +81,10 @@ def meta_signal(steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         "lookahead_cos_change": _mean_and_error(cos_change)[0],
         "hypergrad_cosine": cosine,
         "hypergrad_cosine_se": cosine_se,
+        "scope_checks": float(len(scope)),
+        "scope_cosine": scope_cosine,
+        "scope_cosine_se": scope_cosine_se,
+        "scope_cosine_min": min(scope) if scope else math.nan,
     }
 
 
@@ -93,5 +104,11 @@ def describe(summary: Mapping[str, float]) -> str:
         lines.append(
             f"cosine of successive hypergradients: {summary['hypergrad_cosine']:.3f} "
             f"+- {summary['hypergrad_cosine_se']:.3f} (0: successive meta steps unrelated, i.e. noise)"
+        )
+    if summary.get("scope_checks", 0) > 0:
+        lines.append(
+            f"scoped vs full hypergradient: cosine {summary['scope_cosine']:.3f} +- {summary['scope_cosine_se']:.3f} "
+            f"(min {summary['scope_cosine_min']:.3f}) over {summary['scope_checks']:.0f} checks "
+            "(1: the scope loses nothing; below ~0.9 the scope changes the meta step's direction)"
         )
     return "\n".join(lines)

@@ -109,8 +109,10 @@ class WorldConfig:
     )
     downstream: DownstreamShift = field(
         default_factory=DownstreamShift,
-        metadata={"help": "How the train / meta / test splits differ from pre-training (a DownstreamShift, or a "
-                  "mapping of its fields)."},
+        metadata={
+            "help": "How the train / meta / test splits differ from pre-training (a DownstreamShift, or a "
+            "mapping of its fields)."
+        },
     )
     text_len: int = _help("Token length of a caption in a batch, [CLS] and [SEP] included.", 32)
     transcript_len: int = _help("Token length of a transcript in a batch, [CLS] and [SEP] included.", 32)

@@ -64,7 +64,7 @@ def jvp(problem: MetaProblem, vector: Params, aux_grad: Params | None = None) ->
     del aux_grad  # not needed: this backend never differentiates the backbone twice
 
     def losses_at(*params: Tensor) -> Tensor:
-        return problem.task_losses(problem.train_batch, params)
+        return problem.task_losses(problem.train_batch, params, record=False)
 
     primals = tuple(p.detach() for p in problem.params)
     tangents = tuple(v.detach().to(p.dtype) for v, p in zip(vector, primals, strict=True))

@@ -26,6 +26,7 @@ from meltr.batches import MicroBatches
 from meltr.combine.base import LossCombiner
 from meltr.contract import concat_task_losses, stack_task_losses
 from meltr.hypergrad.backends import DEFAULT_FD_SCALE, DEFAULT_FORWARD_FD_SCALE, Backend, jvp
+from meltr.hypergrad.cache import ScopeCache, TrunkRecord
 from meltr.hypergrad.linalg import Params, dot, grad_or_zeros
 
 # The defaults of a meta step, shared by MetaProblem and AuxiliaryLearner (one place each).
@@ -80,6 +81,13 @@ class MetaProblem:
             (the inner step's forward); :meth:`losses_at_w` returns them instead of running a forward.
         rng_states: ``{id(batch): CPU generator state}``: the passes over such a batch replay that state (the one
             its known losses were drawn with) instead of a seed of this meta step, so that they see the same masks.
+        scope_cache: caches the trunk below the scope (:mod:`meltr.hypergrad.cache`): the first pass over a batch
+            records it, the later passes (at other scoped weights) replay it; ``None``: every pass runs in full.
+        trunk_records: ``{id(batch): record}``, trunk records of passes a caller already made at the current
+            weights with the batch's replayed generator state (the inner step's forward).
+        graph_losses: ``{id(meta_batch): l(w; meta_batch)}`` with its autograd graph, from a forward a caller made
+            at the current weights (the next inner step's, ``meta_source="next"``): ``grad_w L_pri`` is taken
+            through it (the graph is kept for the caller) instead of a forward of its own.
     """
 
     model: nn.Module
@@ -97,6 +105,9 @@ class MetaProblem:
     reg_batch: str = "meta"
     known_losses: dict[int, Tensor] = field(default_factory=dict)
     rng_states: dict[int, Tensor] = field(default_factory=dict)
+    scope_cache: ScopeCache | None = None
+    trunk_records: dict[int, TrunkRecord] = field(default_factory=dict)
+    graph_losses: dict[int, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,10 +145,14 @@ class MetaProblem:
         return self._seeds[key]
 
     # -- losses --------------------------------------------------------------------------------------------------
-    def task_losses(self, batch: Any, params: Sequence[Tensor] | None = None) -> Tensor:
-        """The stacked task losses ``l(w; batch)`` in the combiner's order, optionally at other values of ``w``."""
+    def task_losses(self, batch: Any, params: Sequence[Tensor] | None = None, record: bool = True) -> Tensor:
+        """The stacked task losses ``l(w; batch)`` in the combiner's order, optionally at other values of ``w``.
+
+        With a ``scope_cache``, the first pass over ``batch`` records its trunk (unless ``record`` is off: inside
+        a functorch transform) and the later ones replay it.
+        """
         if isinstance(batch, MicroBatches):  # the micro-batches of one accumulated optimiser step
-            return concat_task_losses([self.task_losses(part, params) for part in batch])
+            return concat_task_losses([self.task_losses(part, params, record) for part in batch])
         state = self.rng_states.get(id(batch))
         seed = self.seed_of(batch) if state is None else 0
         with torch.random.fork_rng(devices=[]):
@@ -145,15 +160,47 @@ class MetaProblem:
                 torch.manual_seed(seed)
             else:
                 torch.set_rng_state(state)
-            if params is None:
-                out = self.model(batch)
-            else:
-                replaced = {name: value for names, value in zip(self._aliases, params, strict=True) for name in names}
-                out = functional_call(self.model, replaced, (batch,), tie_weights=False)
+            out = self._forward(batch, params, record)
         losses = stack_task_losses(out, self.combiner.tasks)
         if params is None:
             self.known_losses[id(batch)] = losses.detach()
         return losses
+
+    def _call(self, batch: Any, params: Sequence[Tensor] | None, others: dict[int, Tensor] | None = None) -> Any:
+        """The model's forward at ``params`` for the scoped weights (and ``others`` by parameter id)."""
+        if params is None and others is None:
+            return self.model(batch)
+        at = self.params if params is None else params
+        replaced = {name: value for names, value in zip(self._aliases, at, strict=True) for name in names}
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            if others is not None and name not in replaced:
+                replaced[name] = others.get(id(parameter), parameter)
+        return functional_call(self.model, replaced, (batch,), tie_weights=False)
+
+    def _forward(self, batch: Any, params: Sequence[Tensor] | None, record: bool) -> Any:
+        cache = self.scope_cache
+        if cache is None:
+            return self._call(batch, params)
+        known = self.trunk_records.get(id(batch))
+        if known is not None:
+            with cache.replaying(known):
+                return self._call(batch, params)
+        if not record:
+            return self._call(batch, params)
+        at = self.params if params is None else list(params)
+        if torch.is_grad_enabled() and all(t.requires_grad for t in at):
+            with cache.recording(at) as trunk:
+                out = self._call(batch, params)
+        else:
+            # Dependence on w_S shows in the graph only if w_S requires grad: a graph of the scoped part alone,
+            # with every other weight detached, dropped once the pass is recorded.
+            leaves = [t.detach().requires_grad_(True) for t in at]
+            frozen = {id(p): p.detach() for p in self.model.parameters()}
+            with torch.enable_grad(), cache.recording(leaves) as trunk:
+                out = self._call(batch, leaves, others=frozen)
+            out = {k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}
+        self.trunk_records[id(batch)] = trunk
+        return out
 
     def losses_at_w(self, batch: Any) -> Tensor:
         """``l(w; batch)`` without a graph: the known value (a forward already made at this ``w`` with these masks),
@@ -176,7 +223,8 @@ class MetaProblem:
         look-ahead point of the unrolled estimator); the gradient is then with respect to those tensors.
         """
         at = self.params if params is None else list(params)
-        losses = self.task_losses(self.meta_batch, None if params is None else at)
+        shared = self.graph_losses.get(id(self.meta_batch)) if params is None else None
+        losses = self.task_losses(self.meta_batch, None if params is None else at) if shared is None else shared
         if self.reg_batch == "train" and self.reg_weight > 0:
             primary, _, _ = primary_objective(self.combiner, losses, 0.0)
             reg = regulariser(self.combiner, self.task_losses(self.train_batch, None if params is None else at))
@@ -189,7 +237,7 @@ class MetaProblem:
             regulariser=float(reg.detach()),
         )
         targets = at + (self.meta_params if self.direct_term else [])
-        grads = grad_or_zeros(total, targets)
+        grads = grad_or_zeros(total, targets, retain_graph=True if shared is not None else None)
         v, direct = grads[: len(at)], grads[len(at) :]
         if not self.direct_term:
             direct = [torch.zeros_like(p) for p in self.meta_params]

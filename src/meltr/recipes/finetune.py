@@ -110,7 +110,9 @@ class FinetuneConfig:
     hypergrad_options: dict[str, Any] = help_field("Options of the estimator.", factory=dict)
     backend: str = help_field("Mixed-term backend (meltr.hypergrad.BACKENDS).", "jvp")
     meta_source: str = help_field(
-        "Meta batches: replay (buffer of training batches) or split (the meta split).", "replay"
+        "Meta batches: replay (buffer of training batches), split (the meta split) or next (the next inner batch, "
+        "whose forward the meta step shares).",
+        "replay",
     )
     meta_every: int = help_field("Inner steps between meta steps.", 3)
     reg_weight: float = help_field(
@@ -160,6 +162,16 @@ class FinetuneConfig:
     )
     check_finite_every: int = help_field(
         "Check losses and gradients for NaN/inf (and skip such steps) every N steps; 0: never.", 1
+    )
+    cache_scope_inputs: bool = help_field(
+        "Keep the activations below the hypergradient scope from a meta step's first pass over a batch, so that "
+        "its later passes run through the scope only (exact; needs hypergrad_scope).",
+        False,
+    )
+    scope_cosine_every: int = help_field(
+        "Every N meta steps also compute the full-scope hypergradient and log its cosine with the scoped one "
+        "(meta/scope_cosine, in meltr analyze); 0: never. Needs hypergrad_scope.",
+        0,
     )
     meta_lr: float = help_field("Learning rate of the meta optimiser (Adam).", 1e-3)
     meta_weight_decay: float = help_field("Weight decay of the meta optimiser.", 3e-5)
@@ -240,7 +252,12 @@ class FinetuneConfig:
         check_fields(
             source,
             [
-                ("meta_source", self.meta_source, self.meta_source in ("replay", "split"), "'replay' or 'split'"),
+                (
+                    "meta_source",
+                    self.meta_source,
+                    self.meta_source in ("replay", "split", "next"),
+                    "'replay', 'split' or 'next'",
+                ),
                 ("epochs", self.epochs, self.epochs >= 1, "at least 1"),
                 ("batch_size", self.batch_size, self.batch_size >= 2, "at least 2"),
                 ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, "at least 1"),
@@ -269,6 +286,13 @@ class FinetuneConfig:
                     "'replay' or 'current'",
                 ),
                 ("check_finite_every", self.check_finite_every, self.check_finite_every >= 0, "0 (never) or positive"),
+                ("scope_cosine_every", self.scope_cosine_every, self.scope_cosine_every >= 0, "0 (never) or positive"),
+                (
+                    "scope_cosine_every",
+                    self.scope_cosine_every,
+                    not self.scope_cosine_every or self.hypergrad_scope is not None,
+                    "0 without a hypergrad_scope (there is nothing to compare)",
+                ),
                 ("track_sensitivity", self.track_sensitivity, self.track_sensitivity >= 0, "a bool or N >= 0"),
                 ("name", self.name, bool(self.name) and "/" not in self.name, "a non-empty name without '/'"),
                 *[(n, v, v is None or v >= 1, "at least 1 or null") for n, v in optional],
@@ -418,6 +442,8 @@ LEARNER_FIELDS: tuple[str, ...] = (
     "track_sensitivity",
     "meta_train_batch",
     "check_finite_every",
+    "cache_scope_inputs",
+    "scope_cosine_every",
     "precision",
     "max_grad_norm",
     "accumulate",
@@ -627,7 +653,18 @@ def setup(
     )
     label = checkpoint_label("finetune-state", config.backbone_name, config.size, config.task)
     run = FinetuneRun(
-        config, directory, world, model, combiner, optimizer, learner, None, label, scheduler, device, started=started  # type: ignore[arg-type]
+        config,
+        directory,
+        world,
+        model,
+        combiner,
+        optimizer,
+        learner,
+        None,
+        label,
+        scheduler,
+        device,
+        started=started,  # type: ignore[arg-type]
     )
     last = directory.file("last.pt")
     if last.exists():
