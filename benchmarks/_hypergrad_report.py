@@ -675,7 +675,7 @@ the combiner's fixed cost (the MELTR transformer over B x T loss tokens) weighs 
 finite-difference backend also builds a perturbed copy of the weights per forward, which shows once the weights are
 large against the batch's activations (batch 8 at ~100M parameters).
 
-**Not done** (issue 21): the Hessian-vector product route of Neumann and CG is still the double backward for every
+**Not done yet:** the Hessian-vector product route of Neumann and CG is still the double backward for every
 backend (a forward-over-reverse or finite-difference-of-gradients route was not measured, so `neumann:jvp` is still
 slower than Betty's and TorchOpt's Neumann in the last full run); time-to-quality on the demo recipe was not
 measured; the size sweep was not re-run for the new options. The cosine between the scoped and the full
