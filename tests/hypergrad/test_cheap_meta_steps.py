@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 from backbone_helpers import VOCAB_SIZE, random_batch
+from hypergrad_helpers import spy_on_hypergradient
 from torch import nn
 
 from meltr.combine import MetaLossTransformer
@@ -173,19 +174,6 @@ def learner_pair(backend: str, **options):
         )  # fmt: skip
 
     return make(model, combiner, meta_train_batch="current", **options), make(twin_model, twin_combiner), meta
-
-
-def spy_on_hypergradient(learner: AuxiliaryLearner) -> list:
-    calls = []
-    original = learner.hypergradient
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append((args, out[0]))
-        return out
-
-    learner.hypergradient = spy
-    return calls
 
 
 @pytest.mark.parametrize("backend", ["forward_difference", "jvp"])

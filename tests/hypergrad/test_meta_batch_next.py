@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 from backbone_helpers import VOCAB_SIZE, random_batch
+from hypergrad_helpers import spy_on_hypergradient
 from torch import nn
 
 from meltr.combine import MetaLossTransformer
@@ -28,19 +29,6 @@ def combiner_for(tasks) -> MetaLossTransformer:
     return MetaLossTransformer(tasks, d_model=16, mlp_hidden=8, ff_dim=32, num_heads=2)
 
 
-def spy(learner: AuxiliaryLearner) -> list:
-    calls = []
-    original = learner.hypergradient
-
-    def wrapped(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append((args, out[0]))
-        return out
-
-    learner.hypergradient = wrapped
-    return calls
-
-
 @pytest.mark.parametrize("train_side", ["current", "replay"])
 @pytest.mark.parametrize("backend", ["forward_difference", "jvp"])
 def test_the_next_batch_meta_step_is_the_plain_hypergradient_there(train_side, backend):
@@ -49,7 +37,7 @@ def test_the_next_batch_meta_step_is_the_plain_hypergradient_there(train_side, b
         model, combiner_for(model.tasks), torch.optim.SGD(model.parameters(), lr=1e-2), meta_every=1,
         meta_source="next", meta_train_batch=train_side, backend=backend, clip_norm=None,
     )  # fmt: skip
-    calls = spy(learner)
+    calls = spy_on_hypergradient(learner)
     first, second = random_batch(batch_size=4, seed=0), random_batch(batch_size=4, seed=1)
     assert learner.step(first).meta is None and learner.meta_pending and not calls
     twin_model = copy.deepcopy(learner.model)  # the weights after the first optimiser step
