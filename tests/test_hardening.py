@@ -264,7 +264,12 @@ def test_ctrl_c_in_finetune_is_one_line_and_the_rerun_resumes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     command = [sys.executable, "-m", "meltr.cli.main", "finetune", "--config", str(TINY), "--quiet",
                f"out_root={tmp_path}", *SMALL[:-3], "epochs=30"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit that: give
+    # the run the default disposition, so the test does not depend on how pytest itself was launched.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 240
     while not (tmp_path / "tiny" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
