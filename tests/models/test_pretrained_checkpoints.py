@@ -7,11 +7,6 @@ from meltr.models import BACKBONES, pretrained_path
 from meltr.training.backbones import load_pretrained
 from meltr.training.checkpoint import load_checkpoint
 
-AT_CHANCE = (
-    "the shipped violet.pt was pre-trained without a contrastive head, and its VTM stayed at chance "
-    "(docs/pretraining.md: --set contrastive=true lets it leave chance)"
-)
-
 SHIPPED = [name for name in BACKBONES.names() if pretrained_path(name).exists()]
 
 
@@ -42,23 +37,12 @@ def test_univl_zero_shot_retrieval_is_far_above_chance():
     assert scores["t2v/MdR"] <= chance_median / 3
 
 
-# The cross-modal matching loss of each shipped checkpoint; the shipped Violet's VTM is still at chance: it was
-# pre-trained without the contrastive head that lets VTM leave chance (benchmarks/matching_saddle.py,
-# docs/pretraining.md).
+# The cross-modal matching loss of each shipped checkpoint. Violet's VTM leaves chance because its checkpoint was
+# pre-trained with ALBEF's contrastive head (`contrastive=true`, docs/pretraining.md).
 MATCHING = {"univl": "joint", "violet": "vtm", "allinone": "vtm"}
-MATCHING_AT_CHANCE = {"violet"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name, marks=[pytest.mark.xfail(strict=True, reason=AT_CHANCE)] if name in MATCHING_AT_CHANCE else []
-        )
-        for name in MATCHING
-        if name in SHIPPED
-    ],
-)
+@pytest.mark.parametrize("name", [name for name in MATCHING if name in SHIPPED])
 def test_each_checkpoints_video_text_matching_reads_the_video(name):
     """On held-out clips the matching loss is well below chance (ln 2), and worse when each text gets another
     clip's video (same masks, same negatives): the pre-trained model matches on the video, not on the text alone."""
@@ -75,16 +59,7 @@ def test_each_checkpoints_video_text_matching_reads_the_video(name):
     assert other > true + 0.1, f"{name}: {true:.3f} with the true videos, {other:.3f} with other clips' videos"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name, marks=[pytest.mark.xfail(strict=True, reason=AT_CHANCE)] if name in MATCHING_AT_CHANCE else []
-        )
-        for name in ("univl", "violet")
-        if name in SHIPPED
-    ],
-)
+@pytest.mark.parametrize("name", [name for name in ("univl", "violet") if name in SHIPPED])
 def test_the_matching_head_tells_a_clips_own_video_from_another_on_three_quarters_of_held_out_pairs(name):
     """Balanced accuracy of the matching logit's sign on 512 held-out clips, each with its own video and with the next
     clip's (chance 0.5; benchmarks/matching_accuracy.py prints it for any checkpoint)."""
