@@ -442,9 +442,10 @@ def test_towers_with_a_smaller_vocabulary_than_the_data_are_refused_and_leave_no
 
 
 def test_val_every_validates_within_epochs_without_changing_the_run(tmp_path):
-    """batch 8 over 48 clips: 6 optimiser steps per epoch, so val_every=4 validates after steps 4 and 8 besides the
-    ends of the epochs (6, 12), with a growing training clock; the steps and epoch metrics are those of the run
-    without it (its random state is kept), and the end-of-epoch rows are the epochs' validation metrics."""
+    """batch 8 over 48 clips: 6 optimiser steps per epoch, so val_every=4 validates after the fourth step of each
+    epoch (steps 4 and 10) besides the ends of the epochs (6, 12), with a growing training clock; the steps and epoch
+    metrics are those of the run without it (its random state is kept), and the end-of-epoch rows are the epochs'
+    validation metrics."""
     runs = {}
     for name, extra in (("plain", []), ("periodic", ["val_every=4"])):
         overrides = [*SMALL_WORLD, "batch_size=8", "meta_every=2", f"out_root={tmp_path / name}", *extra]
@@ -452,7 +453,7 @@ def test_val_every_validates_within_epochs_without_changing_the_run(tmp_path):
     assert steps_of(runs["plain"]) == steps_of(runs["periodic"])
     assert runs["plain"].epochs == runs["periodic"].epochs and runs["plain"].test == runs["periodic"].test
     rows = json.loads((runs["periodic"].run_dir / "validation.json").read_text())
-    assert [(row["epoch"], row["step"]) for row in rows] == [(0, 4), (0, 6), (1, 8), (1, 12)]
+    assert [(row["epoch"], row["step"]) for row in rows] == [(0, 4), (0, 6), (1, 10), (1, 12)]
     seconds = [row["train_seconds"] for row in rows]
     assert 0 < seconds[0] < seconds[1] < seconds[2] < seconds[3] <= runs["periodic"].seconds
     for epoch, row in zip(runs["periodic"].epochs, (rows[1], rows[3]), strict=True):

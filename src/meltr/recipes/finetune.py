@@ -186,7 +186,7 @@ class FinetuneConfig:
     eval_clips: int | None = help_field("Evaluate on at most this many clips / questions (None: all).", None)
     val_clips: int | None = help_field("Validate on at most this many clips of the meta split (None: all).", None)
     val_every: int = help_field(
-        "Also validate every N optimiser steps within an epoch (rows in validation.csv with the cumulative training "
+        "Also validate after every N optimiser steps of an epoch (rows in validation.csv with the cumulative training "
         "time, for time-to-quality curves; the random state is kept, so the run is the one without it); 0: only at "
         "the end of each epoch.",
         0,
@@ -734,6 +734,7 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                 "train", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True, **options
             )
             epoch_rows = []
+            taken_in_epoch = 0  # optimiser steps of this epoch: periodic validation restarts with every epoch
             for index, batch in enumerate(itertools.islice(loader, per_epoch)):
                 taken = learner.inner_steps
                 lr = run.scheduler.get_last_lr()[0]
@@ -749,9 +750,8 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                 bar.update(1)
                 if not stats.skipped:
                     bar.set_postfix(loss=f"{stats.losses[model.primary_task]:.3f}")
-                periodic = (
-                    config.val_every and learner.inner_steps > taken and learner.inner_steps % config.val_every == 0
-                )
+                taken_in_epoch += learner.inner_steps - taken
+                periodic = config.val_every and learner.inner_steps > taken and taken_in_epoch % config.val_every == 0
                 if periodic and index < per_epoch - 1:  # the epoch's last step is validated below anyway
                     # evaluation draws no random numbers today; forking keeps the run the one without val_every
                     # even if an evaluation ever does
