@@ -198,7 +198,8 @@ def official_meta_step(setup: Setup) -> Callable[[], list[torch.Tensor]]:
 
 
 def parse_meltr(method: str) -> tuple[str, str, str | None]:
-    """``meltr:<estimator>:<backend>[:last<n>|:head]`` -> (estimator, backend, a named ``hypergrad_scope``)."""
+    """``meltr:<estimator>[/<hvp route>]:<backend>[:last<n>|:head]`` -> (estimator, backend, a named
+    ``hypergrad_scope``); the estimator keeps its ``/route`` suffix for :func:`estimator_options`."""
     parts = method.split(":")
     scope = None
     if len(parts) > 3:
@@ -207,11 +208,14 @@ def parse_meltr(method: str) -> tuple[str, str, str | None]:
 
 
 def estimator_options(estimator: str) -> dict[str, Any]:
+    """The benchmark's options of ``estimator`` (``neumann/forward``: Neumann with the forward-over-reverse route)."""
+    estimator, _, route = estimator.partition("/")
+    options: dict[str, Any] = {"hvp": route} if route else {}
     if estimator in ("neumann", "stocbio"):
-        return dict(NEUMANN)
+        return {**NEUMANN, **options}
     if estimator == "cg":
-        return {"iters": CG_ITERS}
-    return {}
+        return {"iters": CG_ITERS, **options}
+    return options
 
 
 def meltr_learner(setup: Setup, estimator: str, backend: str, scope: str | None, **options) -> AuxiliaryLearner:
@@ -220,7 +224,7 @@ def meltr_learner(setup: Setup, estimator: str, backend: str, scope: str | None,
         setup.combiner,
         setup.optimizer,
         reg_weight=GAMMA,
-        hypergrad=estimator,
+        hypergrad=estimator.partition("/")[0],
         hypergrad_options=estimator_options(estimator),
         backend=backend,
         hypergrad_scope=scope,  # a named scope, resolved by the learner for this backbone
@@ -260,7 +264,9 @@ def meltr_hypergradient(
     )
     problem.setup = setup
     with sdpa_kernel(SDPBackend.MATH):
-        grads = [g.detach() for g in build_estimator(estimator, **estimator_options(estimator))(problem)]
+        grads = [
+            g.detach() for g in build_estimator(estimator.partition("/")[0], **estimator_options(estimator))(problem)
+        ]
     if stats is not None:
         stats.update(problem.stats, hessian_vector_products=problem.hessian_products)
     return grads
