@@ -89,6 +89,17 @@ def report(results: dict) -> tuple[str, list[str]]:
             label, route_text = f"{method.split(':')[0].capitalize()} `{method.split(':')[1]}`", "reverse"
         memory = result.get("extra_peak_mib", float("nan"))
         lines.append(f"| {label} | {route_text} | {spread(result)} | {memory:.0f} |")
+    parts = results.get("parts", {})
+    if "ratios" in parts:
+        lines.append(
+            f"\nThe pieces, in training steps (`python benchmarks/hvp_routes.py --parts`: one process, "
+            f"{parts['rounds']} rounds, each piece timed once per round between two baseline steps; median "
+            f"[min-max]; the baseline step took {parts['baseline_s']:.2f} s):\n"
+        )
+        lines.append("| piece | time / train step |")
+        lines.append("|---|---|")
+        for name, ratios in parts["ratios"].items():
+            lines.append(f"| {name} | {spread({'ratios': ratios})} |")
     lines.append(END)
     targets = []
     for estimator, peers in PEERS.items():
@@ -127,11 +138,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method (default: 2)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from the last raw results")
+    parser.add_argument(
+        "--parts", action="store_true", help="time the pieces of a meta step only (into the last raw results)"
+    )
     parser.add_argument("--output", type=Path, default=DOC)
     args = parser.parse_args()
     raw_path = BENCH_VENV / "results" / "hvp_routes.json"
     if args.report_only:
         results = json.loads(raw_path.read_text())
+    elif args.parts:
+        results = json.loads(raw_path.read_text())
+        with open(raw_path.with_suffix(".parts.log.jsonl"), "w") as log:
+            job = {"kind": "parts", "batch": 32, "size": {}, "rounds": 2 * args.rounds}
+            results["parts"] = {**run_job(job, 1, log), "rounds": job["rounds"]}
+        raw_path.write_text(json.dumps(results, indent=1))
     else:
         ensure_bench_venv()
         raw_path.parent.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,8 @@ class Neumann:
         terms: number of Hessian-vector products (AuxiLearn: 3).
         lr: the series' step size.
         fresh_batches: each Hessian-vector product on a fresh train-side batch (StocBiO, see :func:`stocbio`).
+        hvp: how each ``H v`` is computed, ``reverse`` or ``forward`` (:data:`HVP_ROUTES`); None: the backend's
+            route (``hvp_route`` of the backend function, chosen by benchmarks/hvp_routes.py).
     """
 
     terms: int = 3
@@ -154,6 +156,8 @@ class ConjugateGradient:
         iters: maximum number of iterations.
         damping: Tikhonov damping added to ``H``.
         tol: relative residual at which to stop.
+        hvp: how each ``H v`` is computed, ``reverse`` or ``forward`` (:data:`HVP_ROUTES`); None: the backend's
+            route.
     """
 
     iters: int = 5
