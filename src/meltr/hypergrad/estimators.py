@@ -40,7 +40,9 @@ def _subtract(direct: Params, mixed: Params, scale: float = 1.0) -> Params:
 HVP_ROUTES = ("reverse", "forward")
 """How the Hessian-based estimators compute ``H v``: ``reverse`` (a backward through a ``create_graph`` gradient
 built once per meta step: :meth:`MetaProblem.hvp`) or ``forward`` (forward-over-reverse, no graph kept:
-:meth:`MetaProblem.hvp_forward`). Both are exact."""
+:meth:`MetaProblem.hvp_forward`). Both are exact. ``reverse`` is every backend's default: on the UniVL-style
+backbone a forward-over-reverse product costs about twice a reverse one and more memory
+(``python benchmarks/hvp_routes.py``, docs/hypergrad-benchmark.md)."""
 
 
 def _route(estimator: object, problem: MetaProblem) -> str:
@@ -51,8 +53,8 @@ def _route(estimator: object, problem: MetaProblem) -> str:
 
 class _Products:
     """``H v`` on the step's train-side batch by the chosen route; the reverse route builds ``grad_w L_aux`` with
-    its graph at the first product and keeps it for the others and, if the backend differentiates it, the mixed
-    term."""
+    its graph at the first product and keeps it for the others and for the mixed term, which every backend then
+    takes through it (exact, and cheaper than a new pass: :func:`meltr.hypergrad.backends._through_kept_graph`)."""
 
     def __init__(self, problem: MetaProblem, route: str) -> None:
         self.problem, self.route = problem, route
@@ -66,10 +68,8 @@ class _Products:
         return self.problem.hvp(self.aux_grad, vector)
 
     def for_mixed(self) -> Params | None:
-        """The kept gradient if the backend reuses it (``double_backward``); else None, and the graph is freed
-        before the backend's own passes."""
-        keep = self.aux_grad if getattr(self.problem.backend, "needs_aux_graph", False) else None
-        self.aux_grad = None
+        """The kept gradient with its graph (None on the forward route), handed over to the mixed term."""
+        keep, self.aux_grad = self.aux_grad, None
         return keep
 
 
