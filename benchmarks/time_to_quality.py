@@ -85,26 +85,29 @@ def method_config(method: str, seed: int, val_every: int, out_root: Path, overri
     )
 
 
-def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
-    """First time at which the piecewise-linear curve ``[(seconds, metric), ...]`` reaches ``target`` (None: never).
+def time_to(curve: list[list[float]], target: float, x: int = 0) -> float | None:
+    """First abscissa at which the piecewise-linear curve reaches ``target`` (None: never).
 
-    The curve starts at ``(0, metric before training)`` if given so; between two validations the metric is taken to
-    move linearly with the training time, so the crossing is interpolated rather than rounded up to a validation.
+    ``curve`` holds ``[seconds, metric, step]`` per validation and ``x`` picks the abscissa (0: training seconds,
+    2: optimiser steps). Between two validations the metric is taken to move linearly, so the crossing is
+    interpolated rather than rounded up to a validation.
     """
     previous = None
-    for seconds, value in curve:
+    for point in curve:
+        at, value = point[x], point[1]
         if value >= target:
             if previous is None or previous[1] >= value:
-                return seconds
+                return at
             t0, v0 = previous
-            return t0 + (seconds - t0) * (target - v0) / (value - v0)
-        previous = (seconds, value)
+            return t0 + (at - t0) * (target - v0) / (value - v0)
+        previous = (at, value)
     return None
 
 
-def curve_of(run_dir: Path) -> list[tuple[float, float]]:
+def curve_of(run_dir: Path) -> list[list[float]]:
+    """``[train_seconds, validation R@1, optimiser step]`` of every validation of a run."""
     rows = json.loads((run_dir / "validation.json").read_text())
-    return [(row["train_seconds"], row[METRIC]) for row in rows]
+    return [[row["train_seconds"], row[METRIC], row["step"]] for row in rows]
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -149,21 +152,33 @@ def summarise(results: dict) -> dict:
     out = {}
     for seed, entry in results["seeds"].items():
         methods = entry["methods"]
+        for run in methods.values():  # the steps of each validation (results written before they were kept)
+            if len(run["curve"][0]) < 3 and (Path(run["run_dir"]) / "validation.json").exists():
+                run["curve"] = curve_of(Path(run["run_dir"]))
         fixed = [m for m in FIXED if m in methods]
         best = max(fixed, key=lambda m: methods[m]["curve"][-1][1])
         target = methods[best]["curve"][-1][1]
         reference = time_to(methods[best]["curve"], target)
+        reference_steps = time_to(methods[best]["curve"], target, x=2)
         rows = {}
         for method, run in methods.items():
             reached = time_to(run["curve"], target)
+            steps = time_to(run["curve"], target, x=2)
             rows[method] = {
                 "final": run["curve"][-1][1],
                 "train_s": run["curve"][-1][0],
                 "time_to_target": reached,
                 "ratio": None if reached is None else reached / reference,
+                "step_ratio": None if steps is None else steps / reference_steps,
                 "test": run["test"],
             }
-        out[seed] = {"best_fixed": best, "target": target, "reference_s": reference, "rows": rows}
+        out[seed] = {
+            "best_fixed": best,
+            "target": target,
+            "reference_s": reference,
+            "reference_steps": reference_steps,
+            "rows": rows,
+        }
     return out
 
 
@@ -198,33 +213,42 @@ def report(results: dict, command: str) -> tuple[str, str]:
         "interpolated linearly between validations; the methods of a seed ran one after the other, in an order "
         "rotated from seed to seed, so the other core's load falls on all of them. Ratio: a method's time to the "
         "target over the best fixed scheme's time to its own final value (median [min-max] over seeds; "
-        "`not reached` when the method never reached the target).\n"
+        "`not reached` when the method never reached the target). The same ratio in optimiser steps (interpolated "
+        "alike) does not depend on the machine's load: the time ratio is about the step ratio times the ratio of "
+        "the cost of a step, whose load-dependent part the training-time column shows.\n"
     )
-    lines.append("| method | reached | time to target / best fixed | training time / best fixed's | final val R@1 | "
-                 "test R@1 |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| method | reached | time to target / best fixed | steps to target / best fixed | training time / "
+                 "best fixed's | final val R@1 | test R@1 |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|")
     for method in methods:
         rows = [summary[s]["rows"][method] for s in seeds]
         ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+        step_ratios = [r["step_ratio"] for r in rows if r["step_ratio"] is not None]
         totals = [
             r["train_s"] / summary[s]["rows"][summary[s]["best_fixed"]]["train_s"]
             for s, r in zip(seeds, rows, strict=True)
         ]
         reached = f"{len(ratios)}/{len(rows)}"
         lines.append(
-            f"| {DESCRIPTIONS.get(method, method)} | {reached} | {_span(ratios)} | {_span(totals)} | "
+            f"| {DESCRIPTIONS.get(method, method)} | {reached} | {_span(ratios)} | {_span(step_ratios)} | "
+            f"{_span(totals)} | "
             f"{_span([r['final'] for r in rows], '{:.1f}')} | {_span([r['test'] for r in rows], '{:.1f}')} |"
         )
-    lines.append("\nPer seed (best fixed scheme, target, its time to it; each method's ratio or `-` if not reached):\n")
-    lines.append("| seed | best fixed | target val R@1 | its time (s) | " + " | ".join(methods) + " |")
+    lines.append(
+        "\nPer seed (best fixed scheme, target, its time and steps to it; each method's time ratio (step ratio), `-` "
+        "if not reached):\n"
+    )
+    lines.append("| seed | best fixed | target val R@1 | its time (s) / steps | " + " | ".join(methods) + " |")
     lines.append("|---|---|---|---|" + "---|" * len(methods))
     for s in seeds:
         entry = summary[s]
-        cells = ["-" if entry["rows"][m]["ratio"] is None else f"{entry['rows'][m]['ratio']:.2f}" for m in methods]
+        cells = [
+            "-" if row["ratio"] is None else f"{row['ratio']:.2f} ({row['step_ratio']:.2f})"
+            for row in (entry["rows"][m] for m in methods)
+        ]
         lines.append(
-            f"| {s} | {entry['best_fixed']} | {entry['target']:.1f} | {entry['reference_s']:.0f} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {s} | {entry['best_fixed']} | {entry['target']:.1f} | {entry['reference_s']:.0f} / "
+            f"{entry['reference_steps']:.0f} | " + " | ".join(cells) + " |"
         )
     lines.append(END)
     parts = []
