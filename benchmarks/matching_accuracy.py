@@ -9,8 +9,7 @@ next clip's video (a mismatched pair, right if the logit < 0); the accuracy is t
 
 import argparse
 
-import torch
-
+from meltr.analysis.matching import matching_accuracy
 from meltr.data import make_world
 from meltr.training.backbones import load_pretrained
 
@@ -22,17 +21,10 @@ def main() -> None:
     args = parser.parse_args()
     world = make_world(n_pretrain=0, n_train=0, n_meta=0, n_test=args.clips)
     for path in args.checkpoints:
-        model = load_pretrained(path).eval()
-        matched, mismatched = [], []
-        with torch.no_grad():
-            for batch in world.loader("test", 128, shuffle=False):
-                matched.append(model.match_score(batch))
-                mismatched.append(model.match_score({**batch, "video": batch["video"].roll(1, 0)}))
-        right, wrong = torch.cat(matched), torch.cat(mismatched)
-        accuracy = 0.5 * ((right > 0).float().mean() + (wrong < 0).float().mean())
+        result = matching_accuracy(load_pretrained(path).eval(), world.loader("test", 128, shuffle=False))
         print(
-            f"{path}: accuracy {accuracy:.3f} (matched {(right > 0).float().mean():.3f}, "
-            f"mismatched {(wrong < 0).float().mean():.3f}); pairwise {(right > wrong).float().mean():.3f}"
+            f"{path}: accuracy {result.accuracy:.3f} (matched {result.matched:.3f}, "
+            f"mismatched {result.mismatched:.3f}); pairwise {result.pairwise:.3f}"
         )
 
 
