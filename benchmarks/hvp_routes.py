@@ -69,6 +69,15 @@ def spread(result: dict) -> str:
     return f"{statistics.median(r):.2f} [{min(r):.2f}-{max(r):.2f}]"
 
 
+def overlap_note(ours: dict, theirs: dict) -> str:
+    """A warning when the two ranges of rounds overlap: the order of the medians is then within the noise."""
+    if "ratios" not in ours or "ratios" not in theirs:
+        return ""
+    if max(ours["ratios"]) < min(theirs["ratios"]) or max(theirs["ratios"]) < min(ours["ratios"]):
+        return ""
+    return " (medians; the ranges overlap: a tie within the noise)"
+
+
 def default_route(estimator: str, backend: str) -> str:
     """The route ``estimator`` takes with ``backend`` when no ``hvp`` option is given."""
     from meltr.hypergrad import BACKENDS
@@ -136,8 +145,9 @@ def report(results: dict, doc_text: str) -> tuple[str, list[str]]:
             as_accurate = ours_error <= max(peer_error, 1e-5)
             targets.append(
                 f"| `{estimator}:jvp` faster than {peer} at equal or better accuracy (`hvp_routes.py`, default route "
-                f"{default_route(estimator, 'jvp')}) | time {median(ours):.2f} vs {median(theirs):.2f}; error "
-                f"{ours_error:.1e} vs {peer_error:.1e} | {'yes' if faster and as_accurate else 'no'} |"
+                f"{default_route(estimator, 'jvp')}) | time {spread(ours)} vs {spread(theirs)}; error "
+                f"{ours_error:.1e} vs {peer_error:.1e} | {'yes' if faster and as_accurate else 'no'}"
+                f"{overlap_note(ours, theirs)} |"
             )
     return "\n".join(lines) + "\n", targets
 

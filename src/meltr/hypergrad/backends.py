@@ -54,7 +54,7 @@ def _through_kept_graph(problem: MetaProblem, vector: Params, aux_grad: Params |
 
     A Hessian-based estimator (Neumann, CG) builds ``grad_w L_aux`` with its graph for the Hessian-vector products
     anyway; differentiating it once more with respect to ``phi`` is exact and cheaper than a new pass over the
-    backbone (0.88 against 1.22 training steps for the ``jvp`` pass on the UniVL-style backbone,
+    backbone (0.79 against 1.18 training steps for the ``jvp`` pass on the UniVL-style backbone,
     ``python benchmarks/hvp_routes.py --parts``), so every backend takes it when it is there.
     """
     if aux_grad is None or not any(g.requires_grad for g in aux_grad):
