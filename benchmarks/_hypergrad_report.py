@@ -484,9 +484,10 @@ def write(results: dict, output: Path) -> None:
             f"`backend: jvp`, full scope, replayed batches, logging on ({overhead_text(default_row)}), deliberately: "
             "docs/demo.md's numbers were measured with it; the current-batch option evaluates the hypergradient one "
             "optimiser step earlier, on the batch just trained on, the next-batch option (`meta_source: next`) "
-            "takes the meta batch from the batch about to be trained on instead of a replayed one, and the effect "
-            "of either on quality (time-to-quality) was not measured; and turning the NaN checks off lets a "
-            "non-finite step reach the weights. Switch after measuring quality on your task.\n"
+            "takes the meta batch from the batch about to be trained on instead of a replayed one (their effect on "
+            'quality on the demo recipe: "Time-to-quality on the demo recipe", benchmarks/time_to_quality.py); and '
+            "turning the NaN checks off lets a non-finite step reach the weights. Switch after measuring quality on "
+            "your task.\n"
         )
     else:
         add("No measured option reached cosine >= 0.9 with an epoch row here; the recipe's default is unchanged.\n")
@@ -570,7 +571,42 @@ def write(results: dict, output: Path) -> None:
 
 def _finish(lines: list[str], output: Path) -> None:
     text = "\n".join(lines).rstrip() + "\n"
-    output.write_text(text + "\n" + STATIC.lstrip("\n"))
+    text = text + "\n" + STATIC.lstrip("\n")
+    output.write_text(carry_spliced(output.read_text() if output.exists() else "", text))
+
+
+# Sections that other scripts splice into the report (their own measurements), with the target rows they write.
+SPLICED = {
+    "time_to_quality.py": ("<!-- time-to-quality:start -->", "<!-- time-to-quality:end -->"),
+    "hvp_routes.py": ("<!-- hvp-routes:start -->", "<!-- hvp-routes:end -->"),
+}
+SPLICED_ROWS = ("| time-to-quality on the demo recipe", "| `neumann:jvp` faster than", "| `cg:jvp` faster than")
+
+
+def carry_spliced(previous: str, text: str) -> str:
+    """``text`` with the sections of :data:`SPLICED` and the target rows that those scripts wrote in ``previous``
+    (a row counts as theirs when it names the script), so that rewriting this report keeps their measurements."""
+    for start, end in SPLICED.values():
+        if start in previous and start not in text:
+            section = start + previous.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+            anchor = "## Meta step on the reference backbone"
+            text = text.replace(anchor, section + "\n" + anchor, 1) if anchor in text else text + "\n" + section
+    theirs = [
+        line
+        for line in previous.splitlines()
+        if line.startswith(SPLICED_ROWS) and any(f"{script}" in line for script in SPLICED)
+    ]
+    if not theirs:
+        return text
+    lines = text.splitlines()
+    for prefix in SPLICED_ROWS:
+        rows = [line for line in theirs if line.startswith(prefix)]
+        at = next((i for i, line in enumerate(lines) if line.startswith(prefix)), None)
+        if not rows or at is None:
+            continue
+        lines = [line for line in lines if not line.startswith(prefix)]
+        lines[at:at] = rows
+    return "\n".join(lines) + "\n"
 
 
 STATIC = """
@@ -657,9 +693,9 @@ too, so a meta step then needs no forward of the backbone besides the perturbed 
 the cache): a scoped backward, one perturbed forward, the combiner. The hypergradient is the plain one on that batch
 at those weights (tests/hypergrad/test_meta_batch_next.py), but its batches are not the replayed ones: the meta
 batch is the batch about to be trained on (not held out; with `current`, the same batch on both sides of the
-bi-level problem), a different estimator of the same quantity whose effect on quality (time-to-quality) was not
-measured here. The epoch rows with it hold one meta step per period like the others (the first one is due at the
-start).
+bi-level problem), a different estimator of the same quantity, whose effect on quality is measured on the demo
+recipe in "Time-to-quality on the demo recipe". The epoch rows with it hold one meta step per period like the
+others (the first one is due at the start).
 
 **Finite differences in float32.** The error of a central difference is truncation `O(e^2)` plus float32 rounding of
 the losses divided by the step. These losses bend sharply along the primary gradient (temperature-scaled contrastive
@@ -667,18 +703,27 @@ losses, vocabulary-sized softmaxes), so the first default step `fd_scale = 1e-3`
 (see the step table); `1e-5`, the best step of the sweep here and on the tiny backbones of
 tests/hypergrad/test_backends_agreement.py, is now the default. `jvp` has no step to tune and is exact to float32
 rounding. One-sided differences have an `O(e)` truncation error, so their best step is smaller (default `1e-6`; see
-the step table). With Neumann or CG the vector `q` is not the primary gradient and the same relative step fares
-differently; prefer `jvp` there.
+the step table). Neumann and CG take their mixed term through the gradient graph they build for the Hessian-vector
+products, whatever the backend (exact; "Hessian-vector product routes"), so the step matters there only for
+StocBiO, whose products are on other batches.
 
 **Size.** Every part of a meta step scales with the backbone as the training step does, so the ratios stay flat;
 the combiner's fixed cost (the MELTR transformer over B x T loss tokens) weighs most on the smallest backbones. The
 finite-difference backend also builds a perturbed copy of the weights per forward, which shows once the weights are
 large against the batch's activations (batch 8 at ~100M parameters).
 
-**Not done yet:** the Hessian-vector product route of Neumann and CG is still the double backward for every
-backend (a forward-over-reverse or finite-difference-of-gradients route was not measured, so `neumann:jvp` is still
-slower than Betty's and TorchOpt's Neumann in the last full run); time-to-quality on the demo recipe was not
-measured; the size sweep was not re-run for the new options. The cosine between the scoped and the full
+**Hessian-vector products** (section "Hessian-vector product routes", benchmarks/hvp_routes.py). Betty's
+Neumann and CG build `grad_w L_aux` with `create_graph` once and take every product and the mixed term as backwards
+through its graph; TorchOpt does the same through `torch.func.vjp` of its optimality condition and recomputes that
+condition for the mixed term. meltr's Neumann did the products the same way but did not hand the graph to the
+mixed term: `double_backward` rebuilt `grad_w L_aux` with its graph once more, `jvp` ran a forward-mode pass while
+the graph was still alive. Now the mixed term of Neumann and CG goes through the kept graph whatever the backend
+(cheaper than the `jvp` pass, see the pieces), and the product route is an option (`hypergrad_options: {hvp:
+forward}`) whose default, `reverse`, is the measured faster one for every backend: forward-over-reverse
+(`torch.func.jvp` of `torch.func.grad`) keeps no graph between products but each product costs about twice a
+backward through the graph, with more memory. A finite-difference-of-gradients product (one or two forward and
+backward passes per product, not exact) was not tried. **Not done yet:** the size sweep was not re-run for the new
+options. The cosine between the scoped and the full
 hypergradient on a training run (rather than on this benchmark's problem) is logged by `scope_cosine_every: N` and
 summarised by `meltr analyze`.
 
@@ -826,8 +871,8 @@ def write_new_rows(results: dict, output: Path) -> None:
             "the spread of their per-period overheads (the ranges above): compare the period medians and ranges, "
             "not only the epoch totals. The finetune recipe's default is "
             'unchanged (see "The default a recipe gets"): the current- and next-batch options change which batches '
-            "the meta step sees and when (the cache changes nothing), and their effect on quality (time-to-quality) "
-            "was not measured."
+            'the meta step sees and when (the cache changes nothing); their effect on quality is in "Time-to-quality '
+            'on the demo recipe" (benchmarks/time_to_quality.py).'
         )
     add(NEW_END)
     section = "\n".join(lines) + "\n"

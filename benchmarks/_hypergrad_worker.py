@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -198,7 +199,8 @@ def official_meta_step(setup: Setup) -> Callable[[], list[torch.Tensor]]:
 
 
 def parse_meltr(method: str) -> tuple[str, str, str | None]:
-    """``meltr:<estimator>:<backend>[:last<n>|:head]`` -> (estimator, backend, a named ``hypergrad_scope``)."""
+    """``meltr:<estimator>[/<hvp route>]:<backend>[:last<n>|:head]`` -> (estimator, backend, a named
+    ``hypergrad_scope``); the estimator keeps its ``/route`` suffix for :func:`estimator_options`."""
     parts = method.split(":")
     scope = None
     if len(parts) > 3:
@@ -207,11 +209,14 @@ def parse_meltr(method: str) -> tuple[str, str, str | None]:
 
 
 def estimator_options(estimator: str) -> dict[str, Any]:
+    """The benchmark's options of ``estimator`` (``neumann/forward``: Neumann with the forward-over-reverse route)."""
+    estimator, _, route = estimator.partition("/")
+    options: dict[str, Any] = {"hvp": route} if route else {}
     if estimator in ("neumann", "stocbio"):
-        return dict(NEUMANN)
+        return {**NEUMANN, **options}
     if estimator == "cg":
-        return {"iters": CG_ITERS}
-    return {}
+        return {"iters": CG_ITERS, **options}
+    return options
 
 
 def meltr_learner(setup: Setup, estimator: str, backend: str, scope: str | None, **options) -> AuxiliaryLearner:
@@ -220,7 +225,7 @@ def meltr_learner(setup: Setup, estimator: str, backend: str, scope: str | None,
         setup.combiner,
         setup.optimizer,
         reg_weight=GAMMA,
-        hypergrad=estimator,
+        hypergrad=estimator.partition("/")[0],
         hypergrad_options=estimator_options(estimator),
         backend=backend,
         hypergrad_scope=scope,  # a named scope, resolved by the learner for this backbone
@@ -260,7 +265,9 @@ def meltr_hypergradient(
     )
     problem.setup = setup
     with sdpa_kernel(SDPBackend.MATH):
-        grads = [g.detach() for g in build_estimator(estimator, **estimator_options(estimator))(problem)]
+        grads = [
+            g.detach() for g in build_estimator(estimator.partition("/")[0], **estimator_options(estimator))(problem)
+        ]
     if stats is not None:
         stats.update(problem.stats, hessian_vector_products=problem.hessian_products)
     return grads
@@ -444,7 +451,53 @@ def run_accuracy(job: dict[str, Any]) -> dict[str, Any]:
     return {"methods": list(results), "stats": stats}
 
 
-KINDS = {"time": run_time, "epoch": run_epoch, "accuracy": run_accuracy}
+def run_parts(job: dict[str, Any]) -> dict[str, Any]:
+    """The pieces of a Hessian-based meta step on the train-side batch, each timed per round next to a baseline
+    step: ``grad_w L_aux`` with ``create_graph``; one product ``H v`` through its graph (reverse-over-reverse); one
+    product by forward-over-reverse; the mixed term through the kept graph (``double_backward``) and by a fresh
+    forward-mode pass (``jvp``), the latter with the graph alive (as before) and freed."""
+    warm_up_autodiff()
+    setup = build_setup(job)
+    baseline = baseline_step(setup)
+    baseline()
+    names = [n for n, p in setup.model.named_parameters() if p.requires_grad]
+
+    def problem_of(backend: str) -> FixedSeeds:
+        problem = FixedSeeds(
+            model=setup.model, combiner=setup.combiner, param_names=names, train_batch=setup.train_batch,
+            meta_batch=setup.meta_batch, reg_weight=GAMMA, backend=BACKENDS.get(backend),
+        )  # fmt: skip
+        problem.setup = setup
+        return problem
+
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        times.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    with sdpa_kernel(SDPBackend.MATH):
+        vector, _ = problem_of("jvp").primary_gradients()
+        vector = [v.detach() for v in vector]
+        for _ in range(job["rounds"]):
+            timed("baseline", baseline)
+            problem = problem_of("double_backward")
+            graph = timed("create_graph gradient", lambda p=problem: p.aux_gradient(create_graph=True))
+            timed("product, reverse-over-reverse", lambda p=problem, g=graph: p.hvp(g, vector))
+            jvp_problem = problem_of("jvp")
+            timed("mixed term by jvp, graph alive", lambda p=jvp_problem: p.mixed(vector))
+            timed("mixed term through the kept graph", lambda p=problem, g=graph: p.mixed(vector, g))  # frees it
+            del graph, problem
+            timed("mixed term by jvp, graph freed", lambda p=jvp_problem: p.mixed(vector))
+            timed("product, forward-over-reverse", lambda p=jvp_problem: p.hvp_forward(vector))
+            timed("baseline", baseline)
+    base = statistics.median(times.pop("baseline"))
+    return {"baseline_s": base, "ratios": {k: [t / base for t in v] for k, v in times.items()}}
+
+
+KINDS = {"time": run_time, "epoch": run_epoch, "accuracy": run_accuracy, "parts": run_parts}
 
 
 def main() -> None:

@@ -131,9 +131,11 @@ def test_regulariser_on_the_train_side_batch(data, direct_term):
     assert not torch.allclose(got, on_meta[0] - on_meta[1] @ on_meta[2])
 
 
+@pytest.mark.parametrize("hvp", [None, "reverse", "forward"])
 @pytest.mark.parametrize("backend", BACKENDS.names())
 @pytest.mark.parametrize("name", ["cg", "neumann", "stocbio"])
-def test_implicit_estimators_match_the_exact_inverse_hessian(data, backend, name):
+def test_implicit_estimators_match_the_exact_inverse_hessian(data, backend, name, hvp):
+    """Every estimator x backend x Hessian-vector product route (None: the backend's own choice)."""
     combiner = linear_combiner()
     phi = combiner.weights.detach().clone()
     direct, grad_pri, jac = closed_form(data["w"], phi, data)
@@ -141,7 +143,7 @@ def test_implicit_estimators_match_the_exact_inverse_hessian(data, backend, name
     expected = direct - torch.linalg.solve(hessian, grad_pri) @ jac
     top = float(torch.linalg.eigvalsh(hessian).max())
     options = {"iters": DIM, "tol": 0.0} if name == "cg" else {"terms": 400, "lr": 1.0 / top}
-    (got,) = build_estimator(name, **options)(make_problem(Ridge(data["w"]), combiner, data, backend))
+    (got,) = build_estimator(name, hvp=hvp, **options)(make_problem(Ridge(data["w"]), combiner, data, backend))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-10)
 
 

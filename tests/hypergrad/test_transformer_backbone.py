@@ -68,3 +68,54 @@ def test_backends_agree_on_the_transformer_backbone():
     assert (results["finite_difference"] - reference).norm() <= 1e-3 * reference.norm()
     # one-sided differences, O(e) with the default ||e v|| = 1e-6 ||w|| (float64 here: truncation only)
     assert (results["forward_difference"] - reference).norm() <= 1e-4 * reference.norm()
+
+
+@pytest.mark.parametrize("name", ["neumann", "cg", "stocbio"])
+def test_the_two_hessian_vector_product_routes_agree_on_the_transformer_backbone(name):
+    """Forward-over-reverse and reverse-over-reverse give one hypergradient in float64 through SDPA layers, with
+    every backend's mixed term (each backend's default route is one of the two)."""
+    torch.manual_seed(0)
+    model = TinyTransformer().double()
+    combiner = build_combiner("meltr", TASKS, d_model=16, mlp_hidden=8, ff_dim=32, num_heads=2).double()
+    batch = {"tokens": torch.randint(20, (6, 5)), "label": torch.randint(2, (6,))}
+    fresh = {"tokens": torch.randint(20, (6, 5)), "label": torch.randint(2, (6,))}
+    names = [n for n, _ in model.named_parameters()]
+    results = {}
+    for hvp in ("reverse", "forward"):
+        problem = MetaProblem(
+            model,
+            combiner,
+            names,
+            batch,
+            batch,
+            backend=BACKENDS.get("double_backward"),
+            sample_train_batch=lambda: fresh,
+        )
+        with sdpa_kernel(SDPBackend.MATH):
+            results[hvp] = torch.cat([g.reshape(-1) for g in build_estimator(name, hvp=hvp)(problem)])
+    reference = results["reverse"]
+    assert reference.norm() > 0
+    assert (results["forward"] - reference).norm() <= 1e-10 * reference.norm()
+
+
+@pytest.mark.parametrize("backend", ["jvp", "finite_difference", "forward_difference"])
+@pytest.mark.parametrize("name", ["neumann", "cg"])
+def test_hessian_based_estimators_take_the_mixed_term_through_their_kept_graph(name, backend, monkeypatch):
+    """With the reverse route the create_graph gradient exists: every backend differentiates it once more instead of
+    running its own pass (no forward-mode pass, no perturbed forward), so the result is the double backward's."""
+    torch.manual_seed(0)
+    model = TinyTransformer().double()
+    combiner = build_combiner("meltr", TASKS, d_model=16, mlp_hidden=8, ff_dim=32, num_heads=2).double()
+    batch = {"tokens": torch.randint(20, (6, 5)), "label": torch.randint(2, (6,))}
+    names = [n for n, _ in model.named_parameters()]
+    results = {}
+    for key in ("double_backward", backend):
+        problem = MetaProblem(model, combiner, names, batch, batch, backend=BACKENDS.get(key))
+        with sdpa_kernel(SDPBackend.MATH):
+            results[key] = torch.cat([g.reshape(-1) for g in build_estimator(name)(problem)])
+            if key == backend:  # the backend's own pass would call these
+                monkeypatch.setattr(torch.func, "jvp", None)
+                monkeypatch.setattr(problem, "losses_at_w", None)
+                again = torch.cat([g.reshape(-1) for g in build_estimator(name)(problem)])
+                torch.testing.assert_close(again, results[key], rtol=0, atol=0)
+    assert torch.equal(results[backend], results["double_backward"])

@@ -60,6 +60,7 @@ def test_overrides_set_fields_and_nested_options():
         ("warmup_steps=-1", "field 'warmup_steps' must be 0 \\(no warm-up\\) or positive"),
         ("max_grad_norm=0", "field 'max_grad_norm' must be positive or null, got 0.0"),
         ("accumulate=0", "field 'accumulate' must be at least 1"),
+        ("val_every=-1", r"field 'val_every' must be 0 \(every epoch only\) or positive, got -1"),
         ("accumulate=1.5", "field 'accumulate' must be an integer"),
         ("replay_storage=index", "field 'replay_storage' must be device or cpu"),
         ("accumulate=7", r"world.n_train \(96\) is smaller than batch_size x accumulate \(112\)"),
@@ -154,6 +155,8 @@ def test_the_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
         "steps.json",
         "epochs.csv",
         "epochs.json",
+        "validation.csv",
+        "validation.json",
         "last.pt",
         "best.pt",
         "results.json",
@@ -436,3 +439,26 @@ def test_towers_with_a_smaller_vocabulary_than_the_data_are_refused_and_leave_no
     with pytest.raises(ValueError, match=r"the text tower's vocabulary \(20\) is smaller than the data's tokenizer"):
         finetune(config, progress=False)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+
+
+def test_val_every_validates_within_epochs_without_changing_the_run(tmp_path):
+    """batch 8 over 48 clips: 6 optimiser steps per epoch, so val_every=4 validates after the fourth step of each
+    epoch (steps 4 and 10) besides the ends of the epochs (6, 12), with a growing training clock; the steps and epoch
+    metrics are those of the run without it (its random state is kept), and the end-of-epoch rows are the epochs'
+    validation metrics."""
+    runs = {}
+    for name, extra in (("plain", []), ("periodic", ["val_every=4"])):
+        overrides = [*SMALL_WORLD, "batch_size=8", "meta_every=2", f"out_root={tmp_path / name}", *extra]
+        runs[name] = finetune(FinetuneConfig.load(config_path("tiny"), overrides), progress=False)
+    assert steps_of(runs["plain"]) == steps_of(runs["periodic"])
+    assert runs["plain"].epochs == runs["periodic"].epochs and runs["plain"].test == runs["periodic"].test
+    rows = json.loads((runs["periodic"].run_dir / "validation.json").read_text())
+    assert [(row["epoch"], row["step"]) for row in rows] == [(0, 4), (0, 6), (1, 10), (1, 12)]
+    seconds = [row["train_seconds"] for row in rows]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] < seconds[3] <= runs["periodic"].seconds
+    for epoch, row in zip(runs["periodic"].epochs, (rows[1], rows[3]), strict=True):
+        assert {k: v for k, v in row.items() if k.startswith("val/")} == {
+            k: v for k, v in epoch.items() if k.startswith("val/")
+        }
+    plain = json.loads((runs["plain"].run_dir / "validation.json").read_text())
+    assert [(row["epoch"], row["step"]) for row in plain] == [(0, 6), (1, 12)]

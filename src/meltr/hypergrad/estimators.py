@@ -37,6 +37,42 @@ def _subtract(direct: Params, mixed: Params, scale: float = 1.0) -> Params:
     return [d - scale * m for d, m in zip(direct, mixed, strict=True)]
 
 
+HVP_ROUTES = ("reverse", "forward")
+"""How the Hessian-based estimators compute ``H v``: ``reverse`` (a backward through a ``create_graph`` gradient
+built once per meta step: :meth:`MetaProblem.hvp`) or ``forward`` (forward-over-reverse, no graph kept:
+:meth:`MetaProblem.hvp_forward`). Both are exact. ``reverse`` is every backend's default: on the UniVL-style
+backbone a forward-over-reverse product costs about twice a reverse one and more memory
+(``python benchmarks/hvp_routes.py``, docs/hypergrad-benchmark.md)."""
+
+
+def _route(estimator: object, problem: MetaProblem) -> str:
+    """The estimator's ``hvp`` option, else the backend's ``hvp_route`` attribute, else ``reverse``."""
+    chosen = getattr(estimator, "hvp", None)
+    return chosen or getattr(problem.backend, "hvp_route", "reverse")
+
+
+class _Products:
+    """``H v`` on the step's train-side batch by the chosen route; the reverse route builds ``grad_w L_aux`` with
+    its graph at the first product and keeps it for the others and for the mixed term, which every backend then
+    takes through it (exact, and cheaper than a new pass: :func:`meltr.hypergrad.backends._through_kept_graph`)."""
+
+    def __init__(self, problem: MetaProblem, route: str) -> None:
+        self.problem, self.route = problem, route
+        self.aux_grad: Params | None = None
+
+    def __call__(self, vector: Params) -> Params:
+        if self.route == "forward":
+            return self.problem.hvp_forward(vector)
+        if self.aux_grad is None:
+            self.aux_grad = self.problem.aux_gradient(create_graph=True)
+        return self.problem.hvp(self.aux_grad, vector)
+
+    def for_mixed(self) -> Params | None:
+        """The kept gradient with its graph (None on the forward route), handed over to the mixed term."""
+        keep, self.aux_grad = self.aux_grad, None
+        return keep
+
+
 @ESTIMATORS.register("identity")
 @dataclass(frozen=True)
 class Identity:
@@ -63,39 +99,49 @@ class Neumann:
         terms: number of Hessian-vector products (AuxiLearn: 3).
         lr: the series' step size.
         fresh_batches: each Hessian-vector product on a fresh train-side batch (StocBiO, see :func:`stocbio`).
+        hvp: how each ``H v`` is computed, ``reverse`` or ``forward`` (:data:`HVP_ROUTES`); None: the backend's
+            route (``hvp_route`` of the backend function, chosen by benchmarks/hvp_routes.py).
     """
 
     terms: int = 3
     lr: float = 0.1
     fresh_batches: bool = False
+    hvp: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self, terms=self.terms >= 0, lr=math.isfinite(self.lr) and self.lr > 0)
+        _check(
+            self,
+            terms=self.terms >= 0,
+            lr=math.isfinite(self.lr) and self.lr > 0,
+            hvp=self.hvp is None or self.hvp in HVP_ROUTES,
+        )
 
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
-        aux_grad: list[Params] = []  # grad_w L_aux of the step's batch, built at the first product and kept
+        route = _route(self, problem)
+        if self.fresh_batches:
 
-        def hvp(vector: Params) -> Params:
-            if self.fresh_batches:
+            def hvp(vector: Params) -> Params:
                 batch = problem.sample_train_batch() if problem.sample_train_batch else None
+                if route == "forward":
+                    return problem.hvp_forward(vector, batch)
                 return problem.hvp(problem.aux_gradient(batch, create_graph=True), vector)
-            if not aux_grad:
-                aux_grad.append(problem.aux_gradient(create_graph=True))
-            return problem.hvp(aux_grad[0], vector)
 
-        q = solve_neumann(self.terms, self.lr)(hvp, v, problem.stats)
-        return _subtract(direct, problem.mixed(q))
+            q = solve_neumann(self.terms, self.lr)(hvp, v, problem.stats)
+            return _subtract(direct, problem.mixed(q))
+        products = _Products(problem, route)
+        q = solve_neumann(self.terms, self.lr)(products, v, problem.stats)
+        return _subtract(direct, problem.mixed(q, products.for_mixed()))
 
 
 @ESTIMATORS.register("stocbio")
-def stocbio(terms: int = 3, lr: float = 0.1) -> Neumann:
+def stocbio(terms: int = 3, lr: float = 0.1, hvp: str | None = None) -> Neumann:
     """StocBiO (Ji, Yang and Liang, "Bilevel Optimization: Convergence Analysis and Enhanced Design", ICML 2021).
 
     The Neumann series of :class:`Neumann`, but each Hessian-vector product on a fresh train-side batch, so that the
     estimate of ``H^-1`` averages over data; the mixed term uses the step's own train-side batch.
     """
-    return Neumann(terms, lr, fresh_batches=True)
+    return Neumann(terms, lr, fresh_batches=True, hvp=hvp)
 
 
 @ESTIMATORS.register("cg")
@@ -110,11 +156,14 @@ class ConjugateGradient:
         iters: maximum number of iterations.
         damping: Tikhonov damping added to ``H``.
         tol: relative residual at which to stop.
+        hvp: how each ``H v`` is computed, ``reverse`` or ``forward`` (:data:`HVP_ROUTES`); None: the backend's
+            route.
     """
 
     iters: int = 5
     damping: float = 0.0
     tol: float = 1e-10
+    hvp: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -122,14 +171,14 @@ class ConjugateGradient:
             iters=self.iters >= 1,
             damping=math.isfinite(self.damping) and self.damping >= 0,
             tol=math.isfinite(self.tol) and self.tol >= 0,
+            hvp=self.hvp is None or self.hvp in HVP_ROUTES,
         )
 
     def __call__(self, problem: MetaProblem) -> Params:
         v, direct = problem.primary_gradients()
-        aux_grad = problem.aux_gradient(create_graph=True)
-        solve = solve_cg(self.iters, self.damping, self.tol)
-        solution = solve(lambda vector: problem.hvp(aux_grad, vector), v, problem.stats)
-        return _subtract(direct, problem.mixed(solution, aux_grad))
+        products = _Products(problem, _route(self, problem))
+        solution = solve_cg(self.iters, self.damping, self.tol)(products, v, problem.stats)
+        return _subtract(direct, problem.mixed(solution, products.for_mixed()))
 
 
 @ESTIMATORS.register("unrolled")

@@ -245,8 +245,30 @@ class MetaProblem:
         return reduced[: len(v)], reduced[len(v) :]
 
     def hvp(self, aux_grad: Params, vector: Params) -> Params:
-        """``H vector`` with ``H = grad_w^2 L_aux``, from a gradient built with ``create_graph=True``."""
+        """``H vector`` with ``H = grad_w^2 L_aux``, from a gradient built with ``create_graph=True``
+        (reverse-over-reverse: a backward through that gradient's graph, which is kept for the next product)."""
         return self.reduce(grad_or_zeros(aux_grad, self.params, grad_outputs=vector, retain_graph=True))
+
+    def hvp_forward(self, vector: Params, batch: Any | None = None) -> Params:
+        """``H vector`` by forward-over-reverse: the forward-mode derivative of ``grad_w L_aux`` along ``vector``
+        (``torch.func.jvp`` of ``torch.func.grad``), on the train-side batch or ``batch``.
+
+        Exact like :meth:`hvp`, but it needs no ``create_graph`` gradient and keeps no graph between products: each
+        product is one forward and backward carrying tangents.
+        """
+        batch = self.train_batch if batch is None else batch
+        combiner = self.combiner
+
+        def aux_loss(*params: Tensor) -> Tensor:
+            return combiner(self.task_losses(batch, params, record=False))
+
+        count = len(self.params)
+        primals = tuple(p.detach() for p in self.params)
+        tangents = tuple(v.detach().to(p.dtype) for v, p in zip(vector, primals, strict=True))
+        # no reverse graph outside the transforms: phi is a constant here
+        with torch.no_grad():
+            _, product = torch.func.jvp(torch.func.grad(aux_loss, argnums=tuple(range(count))), primals, tangents)
+        return self.reduce(list(product))
 
     def mixed(self, vector: Params, aux_grad: Params | None = None) -> Params:
         """``grad_phi <vector, grad_w L_aux>`` by the problem's backend, averaged over processes."""

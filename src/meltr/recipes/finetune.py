@@ -13,7 +13,10 @@ A run directory holds everything a run produced and everything needed to resume 
   started from and its SHA-256;
 - ``steps.csv`` / ``steps.json``: one row per micro-batch (each task's loss, the combined loss, sensitivities, the
   learning rate it ran at, meta-step statistics); ``epochs.csv`` / ``epochs.json``: one row per epoch (mean
-  training losses, validation metrics);
+  training losses, validation metrics); ``validation.csv`` / ``validation.json``: one row per validation (at
+  the end of each epoch, and every ``val_every`` optimiser steps if set) with the optimiser step and
+  ``train_seconds``, the cumulative time of the training steps (learner step and schedule; validation, checkpoints
+  and logging excluded; timing varies, so it is kept out of the step and epoch rows, which are deterministic);
 - ``last.pt``: the full training state at the end of the last finished epoch (a rerun resumes from it);
 - ``best.pt``: the model and combiner of the epoch with the best validation metric;
 - ``results.json``: the test metrics of the best checkpoint (``test``) and of the last epoch (``test_last``), the
@@ -182,6 +185,12 @@ class FinetuneConfig:
     eval_batch_size: int = help_field("Evaluation batch size.", 64)
     eval_clips: int | None = help_field("Evaluate on at most this many clips / questions (None: all).", None)
     val_clips: int | None = help_field("Validate on at most this many clips of the meta split (None: all).", None)
+    val_every: int = help_field(
+        "Also validate after every N optimiser steps of an epoch (rows in validation.csv with the cumulative training "
+        "time, for time-to-quality curves; the random state is kept, so the run is the one without it); 0: only at "
+        "the end of each epoch.",
+        0,
+    )
     seed: int = help_field("Seed of the initialisation of heads and combiner, the batch order and the masks.", 0)
     world: dict[str, Any] = help_field("WorldConfig fields to change (e.g. n_train, seed).", factory=dict)
     data: dict[str, Any] = help_field(
@@ -279,6 +288,7 @@ class FinetuneConfig:
                 ("fd_scale", self.fd_scale, self.fd_scale is None or self.fd_scale > 0, "positive or null"),
                 ("reg_batch", self.reg_batch, self.reg_batch in ("meta", "train"), "'meta' or 'train'"),
                 ("lookahead_every", self.lookahead_every, self.lookahead_every >= 0, "0 (never) or positive"),
+                ("val_every", self.val_every, self.val_every >= 0, "0 (every epoch only) or positive"),
                 (
                     "meta_train_batch",
                     self.meta_train_batch,
@@ -571,6 +581,7 @@ class FinetuneRun:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     steps: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
@@ -686,6 +697,7 @@ def setup(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         run.steps, run.epochs = state["steps"], state["epochs"]
+        run.validations = state.get("validations", [])  # states written before val_every existed had none
         run.start_epoch, run.best_score, run.best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         run.elapsed_before = state["seconds"]
         logger.info("resumed %s after epoch %d", directory.path, state["epoch"])
@@ -693,7 +705,9 @@ def setup(
         # real data has no meta split: where it came from (e.g. a seeded share of train, its ids) is recorded
         directory.write_json("data.json", world.provenance)
     run.metrics = MetricLoggers(
-        CSVLogger(directory.path, {"steps": run.steps, "epochs": run.epochs}), LoggingLogger(), *loggers
+        CSVLogger(directory.path, {"steps": run.steps, "epochs": run.epochs, "validation": run.validations}),
+        LoggingLogger(),
+        *loggers,
     )
     return run
 
@@ -711,6 +725,8 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
         disable=None if progress else True,  # None: only on a terminal
         leave=False,
     )
+    # a resumed run continues the clock from its last validation (every saved epoch ends with one)
+    train_seconds = run.validations[-1]["train_seconds"] if run.validations else 0.0
     try:
         for epoch in range(run.start_epoch, config.epochs):
             options = model.loader_options("train")
@@ -718,12 +734,15 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                 "train", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True, **options
             )
             epoch_rows = []
-            for batch in itertools.islice(loader, per_epoch):
+            taken_in_epoch = 0  # optimiser steps of this epoch: periodic validation restarts with every epoch
+            for index, batch in enumerate(itertools.islice(loader, per_epoch)):
                 taken = learner.inner_steps
                 lr = run.scheduler.get_last_lr()[0]
+                tick = time.perf_counter()
                 stats = learner.step(to_device(batch, run.device) if run.device.type != "cpu" else batch)
                 if learner.inner_steps > taken:  # the schedule counts optimiser steps taken
                     run.scheduler.step()
+                train_seconds += time.perf_counter() - tick
                 row = {"epoch": epoch, **stats.as_dict(), "lr": lr}
                 run.metrics.log("steps", row)
                 run.steps.append(row)
@@ -731,7 +750,18 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                 bar.update(1)
                 if not stats.skipped:
                     bar.set_postfix(loss=f"{stats.losses[model.primary_task]:.3f}")
+                taken_in_epoch += learner.inner_steps - taken
+                periodic = config.val_every and learner.inner_steps > taken and taken_in_epoch % config.val_every == 0
+                if periodic and index < per_epoch - 1:  # the epoch's last step is validated below anyway
+                    # evaluation draws no random numbers today; forking keeps the run the one without val_every
+                    # even if an evaluation ever does
+                    with torch.random.fork_rng(devices=[]):
+                        validation = model.evaluate(
+                            run.data, "meta", config.eval_batch_size, max_clips=config.val_clips
+                        )
+                    _log_validation(run, epoch, learner.inner_steps, train_seconds, validation)
             validation = model.evaluate(run.data, "meta", config.eval_batch_size, max_clips=config.val_clips)
+            _log_validation(run, epoch, learner.inner_steps, train_seconds, validation)
             summary = {"epoch": epoch, **_means(epoch_rows), **{f"val/{k}": v for k, v in validation.items()}}
             run.metrics.log("epochs", summary)
             run.epochs.append(summary)
@@ -753,6 +783,7 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
                     "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
                     "steps": run.steps,
                     "epochs": run.epochs,
+                    "validations": run.validations,
                     "epoch": epoch,
                     "best_score": run.best_score,
                     "best_epoch": run.best_epoch,
@@ -771,6 +802,20 @@ def train(run: FinetuneRun, progress: bool = True) -> None:
             )
     finally:
         bar.close()
+
+
+def _log_validation(
+    run: FinetuneRun, epoch: int, step: int, train_seconds: float, validation: dict[str, float]
+) -> None:
+    """One row of ``validation.csv``: where in training (epoch, optimiser step, training seconds) and the metrics."""
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "train_seconds": train_seconds,
+        **{f"val/{k}": v for k, v in validation.items()},
+    }
+    run.metrics.log("validation", row)
+    run.validations.append(row)
 
 
 def evaluate(run: FinetuneRun, unsafe: bool = False) -> tuple[dict[str, float], dict[str, float]]:
