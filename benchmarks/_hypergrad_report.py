@@ -99,6 +99,15 @@ def epoch_overheads(result: dict, every: int) -> list[float]:
     return out
 
 
+def splice_section(text: str, section: str, start: str, end: str) -> str:
+    """``text`` with its ``start``..``end`` block (if any) removed and ``section`` put before the meta-step table."""
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + rest.split(end, 1)[1].lstrip("\n")
+    anchor = "## Meta step on the reference backbone"
+    return text.replace(anchor, section + "\n" + anchor, 1) if anchor in text else text + "\n" + section
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

@@ -154,13 +154,9 @@ def report(results: dict, doc_text: str) -> tuple[str, list[str]]:
 
 def write_doc(section: str, targets: list[str], doc: Path) -> None:
     """Splice the section before the meta-step table and replace the Neumann / CG target rows."""
-    text = doc.read_text()
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + rest.split(END, 1)[1].lstrip("\n")
-    anchor = "## Meta step on the reference backbone"
-    text = text.replace(anchor, section + "\n" + anchor, 1) if anchor in text else text + "\n" + section
-    lines = text.splitlines()
+    from _hypergrad_report import splice_section
+
+    lines = splice_section(doc.read_text(), section, START, END).splitlines()
     prefixes = tuple(f"| `{e}:jvp` faster than {p}" for e, peers in PEERS.items() for p in peers)
     at = next((i for i, line in enumerate(lines) if line.startswith(prefixes)), None)
     lines = [line for line in lines if not line.startswith(prefixes)]

@@ -272,12 +272,9 @@ def report(results: dict, command: str) -> tuple[str, str]:
 
 def write_doc(section: str, target_row: str, doc: Path) -> None:
     """Splice the section (before the per-step table) and the targets row into the report."""
-    text = doc.read_text()
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + rest.split(END, 1)[1].lstrip("\n")
-    anchor = "## Meta step on the reference backbone"
-    text = text.replace(anchor, section + "\n" + anchor, 1) if anchor in text else text + "\n" + section
+    from _hypergrad_report import splice_section
+
+    text = splice_section(doc.read_text(), section, START, END)
     lines = [target_row if line.startswith(TARGET_ROW) else line for line in text.splitlines()]
     doc.write_text("\n".join(lines) + "\n")
 
